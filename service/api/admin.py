@@ -1,0 +1,181 @@
+"""Ops endpoints (admin bearer token): rollout share, rollback, audit trail, adapters at run time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from router.rollout import Rollout
+from service.adapters import load_and_register
+from service.chat import find_adapter
+from service.deps import ActorDep, StateDep, require_admin
+from service.engines.base import AdapterInfo
+from service.errors import APIError
+from service.protocol import ErrorResponse
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={code: {"model": ErrorResponse} for code in (401, 404, 409, 422)},
+)
+
+
+class RolloutView(BaseModel):
+    """The rollout as ops see it."""
+
+    percentage: float
+    adapter: str | None
+    updated_at: datetime | None
+    updated_by: str
+    adapters_loaded: list[str]
+
+
+class RolloutChange(BaseModel):
+    """`PUT /admin/rollout` body."""
+
+    percentage: float = Field(ge=0, le=100, description="Share of users sent to the tuned variant.")
+    adapter: str | None = Field(None, description="`NAME` or `NAME@VERSION`; default: keep the current one.")
+    reason: str = Field("", max_length=2000)
+
+
+class RollbackRequest(BaseModel):
+    """`POST /admin/rollback` body (optional)."""
+
+    reason: str = Field("", max_length=2000)
+
+
+class RolloutEventView(BaseModel):
+    """One audit entry."""
+
+    id: int
+    created_at: datetime
+    actor: str
+    action: str
+    from_percentage: float | None
+    to_percentage: float
+    from_adapter: str | None
+    to_adapter: str | None
+    reason: str
+
+
+class AdapterLoad(BaseModel):
+    """`POST /admin/adapters` body: a PEFT adapter directory to load now."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    path: str = Field(min_length=1)
+
+
+class AdapterView(BaseModel):
+    """A loaded adapter."""
+
+    key: str
+    name: str
+    version: str
+    path: str
+
+
+def _view(state_rollout: Rollout, loaded: list[AdapterInfo]) -> RolloutView:
+    return RolloutView(
+        percentage=state_rollout.percentage,
+        adapter=state_rollout.adapter,
+        updated_at=state_rollout.updated_at,
+        updated_by=state_rollout.updated_by,
+        adapters_loaded=[a.key for a in loaded],
+    )
+
+
+@router.get("/rollout", response_model=RolloutView)
+async def get_rollout(state: StateDep) -> RolloutView:
+    """The current share and adapter."""
+    state.rollout.invalidate()
+    current = await run_in_threadpool(state.rollout.current)
+    return _view(current, state.engine.adapters())
+
+
+@router.put("/rollout", response_model=RolloutView)
+async def set_rollout(body: RolloutChange, state: StateDep, who: ActorDep) -> RolloutView:
+    """Change the share (and optionally the adapter); audited."""
+    current = await run_in_threadpool(state.rollout.current)
+    wanted = body.adapter or current.adapter
+    adapter = find_adapter(state.engine, wanted) if wanted else None
+    if body.percentage > 0 and adapter is None:
+        hint = f"adapter {wanted!r} is not loaded" if wanted else "no adapter is set"
+        raise APIError(
+            409,
+            f"Cannot send traffic to the tuned variant: {hint}. Loaded: "
+            f"{[a.key for a in state.engine.adapters()]}.",
+            code="adapter_not_loaded",
+            param="adapter",
+        )
+    key = adapter.key if adapter else wanted
+    _, after = await run_in_threadpool(
+        lambda: state.rollout.change(
+            percentage=body.percentage, adapter=key, actor=who, action="set", reason=body.reason
+        )
+    )
+    state.metrics.rollout_changes.labels("set").inc()
+    state.metrics.rollout_percentage.set(after.percentage)
+    return _view(after, state.engine.adapters())
+
+
+@router.post("/rollback", response_model=RolloutView)
+async def rollback(state: StateDep, who: ActorDep, body: RollbackRequest | None = None) -> RolloutView:
+    """Send everyone back to the base model now (share 0%); audited."""
+    current = await run_in_threadpool(state.rollout.current)
+    _, after = await run_in_threadpool(
+        lambda: state.rollout.change(
+            percentage=0,
+            adapter=current.adapter,
+            actor=who,
+            action="rollback",
+            reason=body.reason if body else "",
+        )
+    )
+    state.metrics.rollout_changes.labels("rollback").inc()
+    state.metrics.rollout_percentage.set(0)
+    return _view(after, state.engine.adapters())
+
+
+@router.get("/rollout/events", response_model=list[RolloutEventView])
+async def rollout_events(state: StateDep, limit: int = 50) -> list[RolloutEventView]:
+    """The audit trail, newest first."""
+    rows = await run_in_threadpool(state.rollout.history, max(1, min(limit, 1000)))
+    return [RolloutEventView.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get("/adapters", response_model=list[AdapterView])
+async def list_adapters(state: StateDep) -> list[AdapterView]:
+    """Adapters loaded in the engine now."""
+    return [
+        AdapterView(key=a.key, name=a.name, version=a.version, path=a.path) for a in state.engine.adapters()
+    ]
+
+
+@router.post("/adapters", response_model=AdapterView, status_code=201)
+async def load_adapter(body: AdapterLoad, state: StateDep) -> AdapterView:
+    """Load an adapter without a restart and record it in the adapter registry."""
+    info = await load_and_register(state, AdapterInfo(body.name, body.version, body.path))
+    return AdapterView(key=info.key, name=info.name, version=info.version, path=info.path)
+
+
+@router.delete("/adapters/{key}", status_code=204)
+async def unload_adapter(key: str, state: StateDep) -> None:
+    """Unload an adapter; refused while the rollout sends users to it."""
+    current = await run_in_threadpool(state.rollout.current)
+    adapter = find_adapter(state.engine, key)
+    if adapter is None:
+        raise APIError(404, f"Adapter {key!r} is not loaded.", code="adapter_not_loaded")
+    if current.adapter == adapter.key and current.percentage > 0:
+        raise APIError(
+            409,
+            f"{adapter.key} serves {current.percentage}% of users; roll back or switch the "
+            "rollout to another adapter first.",
+            code="adapter_in_rollout",
+        )
+    await state.engine.unload_adapter(adapter.key)
+    state.metrics.adapters_loaded.set(len(state.engine.adapters()))

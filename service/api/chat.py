@@ -1,0 +1,45 @@
+"""`POST /v1/chat/completions` (OpenAI-compatible, streaming or not) and `GET /v1/models`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from service.chat import ChatCompletions
+from service.deps import StateDep, require_api_key
+from service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 422, 503)
+}
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS)
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    state: StateDep,
+    x_zantara_user: Annotated[str | None, Header(max_length=512)] = None,
+) -> JSONResponse | EventSourceResponse:
+    """Answer a chat; `model: "zantara"` is routed (sticky per `user`), other names pin a variant."""
+    user_key = x_zantara_user or body.user
+    service = ChatCompletions(state)
+    route, prompt, sampling = service.prepare(body, user_key)
+    if body.stream:
+        events = await service.stream(body, user_key, route, prompt, sampling)
+        return EventSourceResponse(events, headers=route.headers(), ping=15)
+    completion = await service.complete(body, user_key, route, prompt, sampling)
+    return JSONResponse(completion.model_dump(), headers=route.headers())
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(state: StateDep) -> ModelList:
+    """The routed alias, the base model, and every loaded adapter (with `parent` = the base)."""
+    base = state.base_model_id
+    cards = [ModelCard(id=state.settings.served_model_alias, root=base), ModelCard(id=base, root=base)]
+    cards += [ModelCard(id=a.key, root=a.path, parent=base) for a in state.engine.adapters()]
+    return ModelList(data=cards)

@@ -1,0 +1,116 @@
+"""The FastAPI app factory and its lifespan.
+
+The lifespan creates the database engine, metrics, rollout store and inference engine, then brings
+the model up in the background so `/healthz` answers at once and `/readyz` turns 200 when it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+
+from feedback.db import create_db_engine, make_session_factory
+from feedback.migrate import upgrade
+from router.rollout import RolloutStore
+from service.adapters import discover_adapters, load_and_register
+from service.api import admin, chat, feedback, health
+from service.engines import create_engine
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.settings import Settings
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+DEMO_ADAPTER = ("zantara-demo", "v1")
+
+
+def _model_path(settings: Settings) -> str:
+    return str(settings.demo_base_path.resolve()) if settings.uses_demo_model else settings.base_model
+
+
+def build_demo_models(settings: Settings) -> None:
+    """With the default base model: build the tiny demo base and demo adapter if they are missing."""
+    from training.demo_model import ensure_demo_adapter, ensure_demo_base
+
+    base = ensure_demo_base(settings.demo_base_path)
+    if settings.build_demo_adapter:
+        name, version = DEMO_ADAPTER
+        ensure_demo_adapter(base, settings.resolved_adapters_dir / name / version)
+
+
+async def bring_up(state: ServiceState) -> None:
+    """Build (first start) and load the model and adapters; record how long each part took."""
+    settings, started = state.settings, time.perf_counter()
+    try:
+        if settings.uses_demo_model:
+            await asyncio.to_thread(build_demo_models, settings)
+            state.startup["demo_models_s"] = time.perf_counter() - started
+        await state.engine.start()
+        state.startup["model_loaded_s"] = time.perf_counter() - started
+        for info in discover_adapters(settings.resolved_adapters_dir):
+            try:
+                await load_and_register(state, info)
+            except Exception as error:  # noqa: BLE001 - one broken adapter must not block serving
+                log.error("could not load adapter %s from %s: %s", info.key, info.path, error)
+        adapters = state.engine.adapters()
+        state.rollout.set_default_adapter(adapters[-1].key if adapters else None)
+        state.startup["ready_s"] = time.perf_counter() - started
+        log.info("ready in %.1fs with adapters %s", state.startup["ready_s"], [a.key for a in adapters])
+    except Exception as error:
+        state.startup_error = f"{type(error).__name__}: {error}"
+        log.exception("start-up failed")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create everything the routes use, and tear it down on shutdown."""
+    settings: Settings = app.state.settings
+    settings.ensure_admin_token()
+    url = settings.resolved_database_url
+    if settings.migrate_on_start:
+        await asyncio.to_thread(upgrade, url)
+    database = create_db_engine(url)
+    sessions = make_session_factory(database)
+    state = ServiceState(
+        settings=settings,
+        metrics=Metrics(),
+        database=database,
+        sessions=sessions,
+        rollout=RolloutStore(
+            sessions, default_percentage=settings.default_rollout_percentage, cache_s=settings.rollout_cache_s
+        ),
+        engine=create_engine(settings, _model_path(settings)),
+        base_model_id=settings.base_model,
+    )
+    app.state.zantara = state
+    task = asyncio.create_task(bring_up(state))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        await state.engine.close()
+        database.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service: routes, error envelope, lifespan. Nothing heavy happens until start-up."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="zantara",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="ZANTARA chat with canary-routed LoRA adapters, ratings and metrics.",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (chat, feedback, admin, health):
+        app.include_router(module.router)
+    return app

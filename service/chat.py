@@ -1,0 +1,309 @@
+"""Chat completions: pick the variant (router or pin), generate, record the interaction, report metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from feedback.store import InteractionRecord, save_interaction
+from router.bucketing import Variant, choose_variant, hash_user
+from service.engines.base import AdapterInfo, Delta, Engine, PreparedPrompt, SamplingParams
+from service.errors import APIError
+from service.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    Usage,
+)
+from service.state import ServiceState
+from training.prompts import ZANTARA_SYSTEM_PROMPT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: the variant, its adapter (None for base) and whether the router chose."""
+
+    variant: Variant
+    adapter: AdapterInfo | None
+    routed: bool
+
+    def headers(self) -> dict[str, str]:
+        """`X-Zantara-Variant` and, for the tuned variant, `X-Zantara-Adapter: NAME@VERSION`."""
+        headers = {"X-Zantara-Variant": self.variant}
+        if self.adapter is not None:
+            headers["X-Zantara-Adapter"] = self.adapter.key
+        return headers
+
+
+def find_adapter(engine: Engine, name: str) -> AdapterInfo | None:
+    """A loaded adapter by `NAME@VERSION`, or the most recently loaded version of `NAME`."""
+    matches = [a for a in engine.adapters() if a.key == name or (a.name == name and "@" not in name)]
+    return matches[-1] if matches else None
+
+
+def route_request(
+    state: ServiceState, model: str, user_key: str | None, rng: random.Random | None = None
+) -> Route:
+    """Resolve the requested model: the routed alias goes through the canary router, a name pins."""
+    engine = state.engine
+    if model == state.settings.served_model_alias:
+        rollout = state.rollout.current()
+        adapter = find_adapter(engine, rollout.adapter) if rollout.adapter else None
+        if adapter is None:
+            return Route("base", None, True)
+        variant = choose_variant(user_key, rollout.percentage, state.settings.rollout_salt, rng)
+        return Route(variant, adapter if variant == "tuned" else None, True)
+    if model in (state.base_model_id, engine.model_name):
+        return Route("base", None, False)
+    adapter = find_adapter(engine, model)
+    if adapter is None:
+        raise APIError(
+            404,
+            f"The model {model!r} does not exist. GET /v1/models lists what is served.",
+            code="model_not_found",
+            param="model",
+        )
+    return Route("tuned", adapter, False)
+
+
+class ChatCompletions:
+    """Serves one chat completion request end to end."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self._state = state
+
+    def _messages(self, request: ChatCompletionRequest) -> list[dict[str, str]]:
+        messages = [m.for_template() for m in request.messages]
+        if self._state.settings.inject_system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": ZANTARA_SYSTEM_PROMPT})
+        return messages
+
+    def _sampling(self, request: ChatCompletionRequest) -> SamplingParams:
+        max_tokens = request.requested_max_tokens()
+        limit = self._state.settings.max_tokens_limit
+        if max_tokens is not None and max_tokens > limit:
+            raise APIError(
+                400,
+                f"max_tokens must be at most {limit}, got {max_tokens}.",
+                code="invalid_value",
+                param="max_tokens",
+            )
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=request.stop_strings(),
+            seed=request.seed,
+        )
+
+    def prepare(
+        self, request: ChatCompletionRequest, user_key: str | None
+    ) -> tuple[Route, PreparedPrompt, SamplingParams]:
+        """Validate and route before anything is generated (errors here are clean 4xx)."""
+        sampling = self._sampling(request)
+        route = route_request(self._state, request.model, user_key)
+        prompt = self._state.engine.prepare(self._messages(request), sampling)
+        return route, prompt, sampling
+
+    async def complete(
+        self,
+        request: ChatCompletionRequest,
+        user_key: str | None,
+        route: Route,
+        prompt: PreparedPrompt,
+        sampling: SamplingParams,
+    ) -> ChatCompletion:
+        """Generate the whole answer, store the interaction, return the OpenAI response."""
+        started = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        last = Delta("", 0, "stop")
+        try:
+            async for delta in self._state.engine.stream(prompt, sampling, _key(route)):
+                first = first if first is not None else time.perf_counter()
+                parts.append(delta.text)
+                last = delta
+        except Exception:
+            self._state.metrics.requests.labels(route.variant, "error").inc()
+            raise
+        answer = "".join(parts)
+        interaction_id = _new_id()
+        await self._finish(
+            interaction_id, request, user_key, route, prompt, answer, last, started, first, streamed=False
+        )
+        return ChatCompletion(
+            id=interaction_id,
+            model=request.model,
+            choices=[
+                Choice(message=AssistantMessage(content=answer), finish_reason=last.finish_reason or "stop")
+            ],
+            usage=_usage(prompt, last),
+        )
+
+    async def stream(
+        self,
+        request: ChatCompletionRequest,
+        user_key: str | None,
+        route: Route,
+        prompt: PreparedPrompt,
+        sampling: SamplingParams,
+    ) -> AsyncIterator[str]:
+        """Start generating; the first token is awaited here so failures surface before the 200."""
+        started = time.perf_counter()
+        deltas = self._state.engine.stream(prompt, sampling, _key(route))
+        try:
+            first_delta = await anext(deltas)
+        except Exception:
+            self._state.metrics.requests.labels(route.variant, "error").inc()
+            raise
+        first = time.perf_counter()
+        return self._events(request, user_key, route, prompt, deltas, first_delta, started, first)
+
+    async def _events(
+        self,
+        request: ChatCompletionRequest,
+        user_key: str | None,
+        route: Route,
+        prompt: PreparedPrompt,
+        deltas: AsyncIterator[Delta],
+        first_delta: Delta,
+        started: float,
+        first: float,
+    ) -> AsyncIterator[str]:
+        interaction_id, created, model = _new_id(), int(time.time()), request.model
+
+        def chunk(
+            delta: DeltaMessage, finish: str | None = None, usage: Usage | None = None, choices: bool = True
+        ) -> str:
+            body = ChatCompletionChunk(
+                id=interaction_id,
+                created=created,
+                model=model,
+                usage=usage,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [],
+            )
+            return body.model_dump_json(exclude_none=False)
+
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        parts: list[str] = []
+        last = first_delta
+        try:
+            delta: Delta | None = first_delta
+            while delta is not None:
+                last = delta
+                if delta.text:
+                    parts.append(delta.text)
+                    yield chunk(DeltaMessage(content=delta.text))
+                if delta.finish_reason:
+                    break
+                delta = await anext(deltas, None)
+        except Exception as error:  # noqa: BLE001 - reported in-band: the 200 is already sent
+            log.exception("stream failed")
+            self._state.metrics.requests.labels(route.variant, "error").inc()
+            yield json.dumps(
+                {
+                    "error": {
+                        "message": str(error),
+                        "type": "api_error",
+                        "param": None,
+                        "code": "generation_failed",
+                    }
+                }
+            )
+            return
+        await self._finish(
+            interaction_id,
+            request,
+            user_key,
+            route,
+            prompt,
+            "".join(parts),
+            last,
+            started,
+            first,
+            streamed=True,
+        )
+        yield chunk(DeltaMessage(), finish=last.finish_reason or "stop")
+        if request.stream_options and request.stream_options.include_usage:
+            yield chunk(DeltaMessage(), usage=_usage(prompt, last), choices=False)
+        yield "[DONE]"
+
+    async def _finish(
+        self,
+        interaction_id: str,
+        request: ChatCompletionRequest,
+        user_key: str | None,
+        route: Route,
+        prompt: PreparedPrompt,
+        answer: str,
+        last: Delta,
+        started: float,
+        first: float | None,
+        *,
+        streamed: bool,
+    ) -> None:
+        latency = time.perf_counter() - started
+        metrics = self._state.metrics
+        metrics.requests.labels(route.variant, "ok").inc()
+        metrics.request_latency.labels(route.variant).observe(latency)
+        if first is not None:
+            metrics.time_to_first_token.labels(route.variant).observe(first - started)
+        metrics.prompt_tokens.labels(route.variant).inc(prompt.prompt_tokens)
+        metrics.generated_tokens.labels(route.variant).inc(last.completion_tokens)
+        settings = self._state.settings
+        record = InteractionRecord(
+            id=interaction_id,
+            user_hash=hash_user(user_key, settings.user_hash_salt or settings.rollout_salt)
+            if user_key
+            else None,
+            model_requested=request.model,
+            routed=route.routed,
+            variant=route.variant,
+            adapter_name=route.adapter.name if route.adapter else None,
+            adapter_version=route.adapter.version if route.adapter else None,
+            messages=[m.for_template() for m in request.messages],
+            answer=answer,
+            finish_reason=last.finish_reason or "stop",
+            prompt_tokens=prompt.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            latency_s=latency,
+            ttft_s=None if first is None else first - started,
+            params={
+                "temperature": request.temperature,
+                "top_p": request.top_p,
+                "max_tokens": prompt.max_tokens,
+                "stop": list(request.stop_strings()),
+                "seed": request.seed,
+            },
+            streamed=streamed,
+        )
+        await run_in_threadpool(save_interaction, self._state.sessions, record)
+
+
+def _key(route: Route) -> str | None:
+    return route.adapter.key if route.adapter else None
+
+
+def _new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _usage(prompt: PreparedPrompt, last: Delta) -> Usage:
+    return Usage(
+        prompt_tokens=prompt.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        total_tokens=prompt.prompt_tokens + last.completion_tokens,
+    )

@@ -1,0 +1,61 @@
+"""FastAPI dependencies: the service state, authentication, the caller's identity."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from service.errors import APIError
+from service.state import ServiceState
+
+
+def get_state(request: Request) -> ServiceState:
+    """The live service state built by the lifespan."""
+    return request.app.state.zantara  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str | None, secrets: list[str]) -> bool:
+    return token is not None and any(hmac.compare_digest(token, s) for s in secrets if s)
+
+
+def require_api_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """When `ZANTARA_API_KEYS` is set, `/v1` needs one of them as a bearer token."""
+    keys = state.settings.api_keys
+    if keys and not _matches(_bearer(authorization), keys):
+        raise APIError(
+            401,
+            "Invalid or missing API key: send `Authorization: Bearer <key>`.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """`/admin` needs the admin bearer token (`ZANTARA_ADMIN_TOKEN`)."""
+    if not _matches(_bearer(authorization), [state.settings.admin_token]):
+        raise APIError(
+            401,
+            "Admin endpoints need `Authorization: Bearer $ZANTARA_ADMIN_TOKEN`.",
+            code="invalid_admin_token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def actor(x_zantara_actor: Annotated[str | None, Header(max_length=200)] = None) -> str:
+    """Who makes an admin change, for the audit trail (`X-Zantara-Actor`, default `admin`)."""
+    return (x_zantara_actor or "admin").strip() or "admin"
+
+
+ActorDep = Annotated[str, Depends(actor)]

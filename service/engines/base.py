@@ -1,0 +1,150 @@
+"""The small protocol every engine implements, and the request/response types it speaks.
+
+The router and the HTTP API only ever see this protocol, so the transformers+PEFT engine, the
+in-process vLLM engine and a remote OpenAI-compatible server are interchangeable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class EngineError(Exception):
+    """Base class of errors an engine reports to the API layer."""
+
+
+class InvalidRequestError(EngineError):
+    """The request cannot be served as asked (maps to HTTP 400)."""
+
+    def __init__(self, message: str, *, code: str = "invalid_request", param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+
+
+class UnknownAdapterError(EngineError):
+    """The named adapter is not loaded (maps to HTTP 404)."""
+
+
+class EngineNotReadyError(EngineError):
+    """The model is still loading (maps to HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: OpenAI's knobs. `temperature == 0` means greedy."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A chat rendered with the model's chat template and tokenized, checked against the context."""
+
+    token_ids: tuple[int, ...]
+    max_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Number of prompt tokens (for usage accounting)."""
+        return len(self.token_ids)
+
+
+@dataclass
+class Delta:
+    """A piece of streamed output. `finish_reason` is set on the last one only."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass
+class Completion:
+    """A whole answer."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A loaded LoRA adapter, keyed `NAME@VERSION`."""
+
+    name: str
+    version: str
+    path: str
+    metadata: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def key(self) -> str:
+        """The unique `NAME@VERSION` key used in requests and headers."""
+        return f"{self.name}@{self.version}"
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the service needs from an inference engine."""
+
+    @property
+    def model_name(self) -> str:
+        """The base model's name as shown in `/v1/models`."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded and requests can be served."""
+        ...
+
+    async def start(self) -> None:
+        """Load the model and start serving (called once, in the background, at start-up)."""
+        ...
+
+    def prepare(self, messages: list[dict[str, str]], sampling: SamplingParams) -> PreparedPrompt:
+        """Render and tokenize `messages`; raise InvalidRequestError if they cannot fit the context."""
+        ...
+
+    def stream(
+        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
+    ) -> AsyncIterator[Delta]:
+        """Generate with the base (`adapter=None`) or the adapter keyed `NAME@VERSION`, piece by piece."""
+        ...
+
+    async def load_adapter(self, info: AdapterInfo) -> None:
+        """Load an adapter at run time, without a restart."""
+        ...
+
+    async def unload_adapter(self, key: str) -> None:
+        """Unload an adapter at run time; requests already running on it finish first."""
+        ...
+
+    def adapters(self) -> list[AdapterInfo]:
+        """Adapters loaded now."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and free the model."""
+        ...
+
+
+async def generate(
+    engine: Engine, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
+) -> Completion:
+    """Collect an engine's stream into one completion (non-streaming requests)."""
+    parts: list[str] = []
+    tokens = 0
+    finish = "stop"
+    async for delta in engine.stream(prompt, sampling, adapter):
+        parts.append(delta.text)
+        tokens = delta.completion_tokens
+        if delta.finish_reason:
+            finish = delta.finish_reason
+    return Completion("".join(parts), finish, prompt.prompt_tokens, tokens)

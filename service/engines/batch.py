@@ -1,0 +1,202 @@
+"""Continuous batching over a transformers model with PEFT mixed-adapter batches.
+
+One `RunningBatch` holds every sequence being decoded, whatever adapter it uses. New sequences are
+prefilled and merged into the running batch between decode steps (their KV caches left-padded to a
+common length), finished ones are dropped, so requests arriving on their own share forward passes
+instead of waiting for each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from service.engines.base import Delta
+from service.engines.decoding import TextAssembler, make_generator, sample_token
+
+BASE_ADAPTER = "__base__"
+"""PEFT's name for "no adapter" in a mixed batch."""
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request being generated: its prompt, knobs, progress and where its output goes."""
+
+    prompt_ids: list[int]
+    adapter: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    emit: Callable[[Delta | BaseException], None]
+    assembler: TextAssembler
+    eos_ids: frozenset[int]
+    generator: torch.Generator | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    next_token: int = -1
+    length: int = 0
+    generated: int = 0
+    finished: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        prompt_ids: list[int],
+        adapter: str,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: tuple[str, ...],
+        seed: int | None,
+        tokenizer: Any,
+        eos_ids: frozenset[int],
+        device: torch.device,
+        emit: Callable[[Delta | BaseException], None],
+    ) -> Sequence:
+        """Build a sequence with its own text assembler and (for seeded requests) random generator."""
+        return cls(
+            prompt_ids=prompt_ids,
+            adapter=adapter,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            emit=emit,
+            assembler=TextAssembler(tokenizer, stop),
+            eos_ids=eos_ids,
+            generator=make_generator(seed, device),
+            length=len(prompt_ids),
+        )
+
+    def accept(self, logits: torch.Tensor) -> None:
+        """Sample the next token from this row's logits and emit the text it adds."""
+        token = sample_token(logits, self.temperature, self.top_p, self.generator)
+        if token in self.eos_ids:
+            self._finish("stop")
+            return
+        self.generated += 1
+        self.next_token = token
+        piece = self.assembler.add(token)
+        if self.assembler.stopped:
+            self._finish("stop", piece)
+        elif self.generated >= self.max_tokens:
+            self._finish("length", piece)
+        elif piece:
+            self.emit(Delta(piece, self.generated))
+
+    def fail(self, error: BaseException) -> None:
+        """End the sequence with an error delivered to its consumer."""
+        self.finished = True
+        self.emit(error)
+
+    def _finish(self, reason: str, piece: str = "") -> None:
+        self.finished = True
+        piece += self.assembler.flush()
+        self.emit(Delta(piece, self.generated, finish_reason=reason))
+
+
+class RunningBatch:
+    """The KV cache, attention mask and sequences of everything being decoded now."""
+
+    def __init__(self, model: Any, pad_id: int, device: torch.device) -> None:
+        self._model = model
+        self._pad_id = pad_id
+        self._device = device
+        self.sequences: list[Sequence] = []
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def admit(self, newcomers: list[Sequence], forward: Callable[..., Any]) -> None:
+        """Prefill `newcomers` together, sample their first token and merge them into the batch."""
+        width = max(len(s.prompt_ids) for s in newcomers)
+        ids = torch.full((len(newcomers), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(newcomers), width), dtype=torch.long)
+        for row, seq in enumerate(newcomers):
+            ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
+            mask[row, width - len(seq.prompt_ids) :] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = forward(
+            newcomers, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache
+        )
+        for row, seq in enumerate(newcomers):
+            seq.accept(logits[row])
+        self._merge(newcomers, cache, mask)
+        self.prune()
+
+    def step(self, forward: Callable[..., Any]) -> None:
+        """Feed every sequence its last sampled token and sample the next one."""
+        assert self._cache is not None and self._mask is not None
+        ids = torch.tensor([[s.next_token] for s in self.sequences], device=self._device)
+        positions = torch.tensor([[s.length] for s in self.sequences], device=self._device)
+        ones = torch.ones((len(self.sequences), 1), dtype=self._mask.dtype, device=self._device)
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        logits = forward(
+            self.sequences,
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+        )
+        for row, seq in enumerate(self.sequences):
+            seq.length += 1
+            seq.accept(logits[row])
+        self.prune()
+
+    def prune(self) -> None:
+        """Drop finished or cancelled sequences and cache columns no remaining sequence attends to."""
+        keep = [i for i, s in enumerate(self.sequences) if not s.finished and not s.cancelled.is_set()]
+        if len(keep) == len(self.sequences):
+            return
+        self.sequences = [self.sequences[i] for i in keep]
+        if not keep:
+            self._cache, self._mask = None, None
+            return
+        assert self._cache is not None and self._mask is not None
+        index = torch.tensor(keep, device=self._device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        first_used = int(self._mask.any(dim=0).nonzero()[0].item())
+        if first_used:
+            self._mask = self._mask[:, first_used:]
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[..., first_used:, :]
+                layer.values = layer.values[..., first_used:, :]
+
+    def fail_all(self, error: BaseException) -> None:
+        """Deliver `error` to every sequence and empty the batch (after an engine failure)."""
+        for seq in self.sequences:
+            seq.fail(error)
+        self.sequences, self._cache, self._mask = [], None, None
+
+    def _merge(self, newcomers: list[Sequence], cache: DynamicCache, mask: torch.Tensor) -> None:
+        if self._cache is None or self._mask is None:
+            self.sequences, self._cache, self._mask = list(newcomers), cache, mask
+            return
+        width_old, width_new = self._mask.shape[1], mask.shape[1]
+        if width_new < width_old:
+            _left_pad(cache, width_old - width_new)
+            mask = torch.nn.functional.pad(mask, (width_old - width_new, 0))
+        elif width_old < width_new:
+            _left_pad(self._cache, width_new - width_old)
+            self._mask = torch.nn.functional.pad(self._mask, (width_new - width_old, 0))
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+            mine.values = torch.cat([mine.values, theirs.values], dim=0)
+        self._mask = torch.cat([self._mask, mask], dim=0)
+        self.sequences.extend(newcomers)
+
+
+def _left_pad(cache: DynamicCache, columns: int) -> None:
+    """Insert `columns` empty (masked) positions before every layer's keys and values."""
+    for layer in cache.layers:
+        layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, columns, 0))
+        layer.values = torch.nn.functional.pad(layer.values, (0, 0, columns, 0))

@@ -1,0 +1,348 @@
+"""transformers + PEFT engine: one base model, many LoRA adapters, continuous mixed batches.
+
+A single worker thread owns the model. It admits new requests between decode steps, runs one
+forward pass per step for every running sequence (PEFT's `adapter_names` lets base and adapter rows
+share it), and applies adapter loads and unloads between steps, so nothing is serialised behind a
+lock and adapters change without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.engines.base import (
+    AdapterInfo,
+    Delta,
+    EngineError,
+    EngineNotReadyError,
+    InvalidRequestError,
+    PreparedPrompt,
+    SamplingParams,
+    UnknownAdapterError,
+)
+from service.engines.batch import BASE_ADAPTER, RunningBatch, Sequence
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(setting: str) -> torch.device:
+    """`auto` means CUDA when present, else CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+class HFEngine:
+    """The CPU (or single-GPU) engine built on transformers and PEFT."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "auto",
+        max_batch_size: int = 32,
+        batch_window_s: float = 0.004,
+        default_max_tokens: int = 256,
+        prefill_token_budget: int = 8192,
+    ) -> None:
+        self._model_path = model_path
+        self._device = pick_device(device)
+        self._max_batch_size = max_batch_size
+        self._batch_window_s = batch_window_s
+        self._default_max_tokens = default_max_tokens
+        self._prefill_token_budget = prefill_token_budget
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._eos_ids: frozenset[int] = frozenset()
+        self._context = 0
+        self._adapters: dict[str, AdapterInfo] = {}
+        self._internal_names: dict[str, str] = {}
+        self._unloading: set[str] = set()
+        self._pending: collections.deque[Sequence] = collections.deque()
+        self._commands: collections.deque[tuple[str, Any, asyncio.Future[None]]] = collections.deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._adapter_counter = 0
+        self._pad_id = 0
+        self._cache_kwarg = "past_key_values"
+        self.steps = 0
+
+    @property
+    def model_name(self) -> str:
+        """The base model as configured (hub id or path)."""
+        return self._model_path
+
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded and the worker runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def context_length(self) -> int:
+        """Maximum prompt + completion tokens."""
+        return self._context
+
+    async def start(self) -> None:
+        """Load tokenizer and model (in a thread: it takes a while) and start the worker."""
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._run, name="zantara-hf-engine", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self._model_path)
+        if not tokenizer.chat_template:
+            raise EngineError(f"{self._model_path} has no chat template; an instruct model is required")
+        dtype = torch.bfloat16 if self._device.type == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(self._model_path, dtype=dtype).to(self._device).eval()
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        self._tokenizer, self._model, self._eos_ids = tokenizer, model, frozenset(eos_ids)
+        self._context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        forward_params = inspect.signature(type(model).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos_ids)
+
+    def prepare(self, messages: list[dict[str, str]], sampling: SamplingParams) -> PreparedPrompt:
+        """Apply the tokenizer's chat template, tokenize, and check prompt + max_tokens fit the context."""
+        if self._tokenizer is None:
+            raise EngineNotReadyError("the model is still loading")
+        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= self._context:
+            raise InvalidRequestError(
+                f"This model's maximum context length is {self._context} tokens; the messages take "
+                f"{len(ids)} tokens. Shorten the conversation.",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        room = self._context - len(ids)
+        if sampling.max_tokens is None:
+            max_tokens = min(self._default_max_tokens, room)
+        elif sampling.max_tokens > room:
+            raise InvalidRequestError(
+                f"max_tokens={sampling.max_tokens} plus the {len(ids)} prompt tokens exceeds this model's "
+                f"maximum context length of {self._context} tokens; ask for at most {room}.",
+                code="context_length_exceeded",
+                param="max_tokens",
+            )
+        else:
+            max_tokens = sampling.max_tokens
+        return PreparedPrompt(tuple(ids), max_tokens)
+
+    async def stream(
+        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
+    ) -> AsyncIterator[Delta]:
+        """Queue the request for the worker and yield its output as it is produced."""
+        if not self.ready:
+            raise EngineNotReadyError("the model is still loading")
+        internal = self._internal_adapter(adapter)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
+        seq = Sequence.create(
+            prompt_ids=list(prompt.token_ids),
+            adapter=internal,
+            max_tokens=prompt.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop=sampling.stop,
+            seed=sampling.seed,
+            tokenizer=self._tokenizer,
+            eos_ids=self._eos_ids,
+            device=self._device,
+            emit=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+        )
+        with self._wakeup:
+            self._pending.append(seq)
+            self._wakeup.notify()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise EngineError(f"generation failed: {item}") from item
+                yield item
+                if item.finish_reason:
+                    return
+        finally:
+            seq.cancelled.set()
+
+    def _internal_adapter(self, key: str | None) -> str:
+        if key is None:
+            return BASE_ADAPTER
+        if key not in self._adapters or key in self._unloading:
+            raise UnknownAdapterError(f"adapter {key!r} is not loaded")
+        return self._internal_names[key]
+
+    async def load_adapter(self, info: AdapterInfo) -> None:
+        """Load a PEFT adapter directory under `NAME@VERSION` (between decode steps)."""
+        if info.key in self._adapters:
+            raise InvalidRequestError(f"adapter {info.key!r} is already loaded", code="adapter_exists")
+        if not (Path(info.path) / "adapter_config.json").is_file():
+            raise InvalidRequestError(
+                f"{info.path} is not a PEFT adapter directory (no adapter_config.json)",
+                code="invalid_adapter",
+            )
+        await self._command("load", info)
+
+    async def unload_adapter(self, key: str) -> None:
+        """Unload an adapter; sequences already running on it finish first, new ones are refused."""
+        if key not in self._adapters:
+            raise UnknownAdapterError(f"adapter {key!r} is not loaded")
+        self._unloading.add(key)
+        try:
+            await self._command("unload", key)
+        finally:
+            self._unloading.discard(key)
+
+    def adapters(self) -> list[AdapterInfo]:
+        """Adapters loaded now, in load order."""
+        return [info for key, info in self._adapters.items() if key not in self._unloading]
+
+    async def close(self) -> None:
+        """Stop the worker; running requests get an error."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+    async def _command(self, kind: str, payload: Any) -> None:
+        if not self.ready:
+            raise EngineNotReadyError("the model is still loading")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._wakeup:
+            self._commands.append((kind, payload, future))
+            self._wakeup.notify()
+        await future
+
+    def _run(self) -> None:
+        batch = RunningBatch(self._model, self._pad_id, self._device)
+        with torch.inference_mode():
+            while True:
+                newcomers = self._wait_for_work(batch)
+                if newcomers is None:
+                    break
+                try:
+                    if newcomers:
+                        batch.admit(newcomers, self._forward)
+                    if len(batch):
+                        batch.step(self._forward)
+                        self.steps += 1
+                except Exception as error:  # noqa: BLE001 - delivered to every waiting request
+                    log.exception("engine step failed")
+                    for seq in newcomers:
+                        if not seq.finished:
+                            seq.fail(error)
+                    batch.fail_all(error)
+        batch.fail_all(EngineError("engine stopped"))
+        for seq in self._pending:
+            seq.fail(EngineError("engine stopped"))
+
+    def _wait_for_work(self, batch: RunningBatch) -> list[Sequence] | None:
+        """Apply adapter commands, then take newcomers that fit (waiting when idle). None: stop."""
+        with self._wakeup:
+            while not self._stopping and not len(batch) and not self._pending and not self._commands:
+                self._wakeup.wait()
+            if self._stopping:
+                return None
+            self._apply_commands(batch)
+            if not len(batch) and self._pending and self._batch_window_s:
+                self._wakeup.wait_for(
+                    lambda: len(self._pending) >= self._max_batch_size or self._stopping,
+                    timeout=self._batch_window_s,
+                )
+            return self._take_newcomers(len(batch))
+
+    def _take_newcomers(self, running: int) -> list[Sequence]:
+        newcomers: list[Sequence] = []
+        budget = self._prefill_token_budget
+        while self._pending and running + len(newcomers) < self._max_batch_size:
+            seq = self._pending[0]
+            if seq.cancelled.is_set():
+                self._pending.popleft()
+                continue
+            width = max([len(seq.prompt_ids)] + [len(s.prompt_ids) for s in newcomers])
+            if newcomers and width * (len(newcomers) + 1) > budget:
+                break
+            newcomers.append(self._pending.popleft())
+        return newcomers
+
+    def _apply_commands(self, batch: RunningBatch) -> None:
+        deferred: collections.deque[tuple[str, Any, asyncio.Future[None]]] = collections.deque()
+        while self._commands:
+            kind, payload, future = self._commands.popleft()
+            if kind == "unload" and self._in_use(self._internal_names[payload], batch):
+                deferred.append((kind, payload, future))
+                continue
+            try:
+                self._load_now(payload) if kind == "load" else self._unload_now(payload)
+            except Exception as error:  # noqa: BLE001 - reported to the caller
+                _resolve(future, error)
+            else:
+                _resolve(future, None)
+        self._commands.extend(deferred)
+
+    def _in_use(self, internal: str, batch: RunningBatch) -> bool:
+        return any(s.adapter == internal for s in list(batch.sequences) + list(self._pending))
+
+    def _load_now(self, info: AdapterInfo) -> None:
+        from peft import PeftModel
+
+        self._adapter_counter += 1
+        internal = f"adapter{self._adapter_counter}"
+        if isinstance(self._model, PeftModel):
+            self._model.load_adapter(info.path, adapter_name=internal, is_trainable=False)
+        else:
+            self._model = PeftModel.from_pretrained(
+                self._model, info.path, adapter_name=internal, is_trainable=False
+            ).eval()
+        self._adapters[info.key] = info
+        self._internal_names[info.key] = internal
+        log.info("loaded adapter %s from %s", info.key, info.path)
+
+    def _unload_now(self, key: str) -> None:
+        self._model.delete_adapter(self._internal_names.pop(key))
+        del self._adapters[key]
+        log.info("unloaded adapter %s", key)
+
+    def _forward(self, sequences: list[Sequence], **inputs: Any) -> torch.Tensor:
+        """One forward pass choosing the cheapest PEFT path: all base, one adapter, or mixed."""
+        names = {s.adapter for s in sequences}
+        context: Any = nullcontext()
+        if hasattr(self._model, "disable_adapter"):
+            if names == {BASE_ADAPTER}:
+                context = self._model.disable_adapter()
+            elif len(names) == 1:
+                self._model.set_adapter(names.pop())
+            else:
+                inputs["adapter_names"] = [s.adapter for s in sequences]
+        inputs[self._cache_kwarg] = inputs.pop("past_key_values")
+        with context:
+            out = self._model(**inputs, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    def settle() -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    future.get_loop().call_soon_threadsafe(settle)

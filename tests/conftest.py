@@ -1,0 +1,149 @@
+"""Shared fixtures: a throw-away PostgreSQL, the tiny demo models (built once), a live app per test."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from service.app import DEMO_ADAPTER, create_app
+from service.settings import Settings
+from tests.postgres import fresh_database, postgres_server
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _demo_fingerprint() -> str:
+    """Changes whenever the demo model's code or data change, so the cached build is rebuilt."""
+    digest = hashlib.sha256()
+    sources = sorted((REPO / "training").glob("demo_*.py")) + sorted((REPO / "training").glob("progress.py"))
+    sources += [
+        REPO / "training" / "prompts.py",
+        REPO / "data" / "seed" / "questions.jsonl",
+        REPO / "data" / "general" / "general.jsonl",
+    ]
+    for path in sources:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"missing")
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def demo_dirs() -> tuple[Path, Path]:
+    """(models_dir, adapters_dir) holding the demo base model and demo adapter, built once and cached."""
+    from training.demo_model import ensure_demo_adapter, ensure_demo_base
+
+    root = REPO / ".cache" / "demo-models" / _demo_fingerprint()
+    models_dir, adapters_dir = root / "models", root / "adapters"
+    settings = Settings(models_dir=models_dir, adapters_dir=adapters_dir)
+    base = ensure_demo_base(settings.demo_base_path, progress=False)
+    name, version = DEMO_ADAPTER
+    ensure_demo_adapter(base, adapters_dir / name / version, progress=False)
+    return models_dir, adapters_dir
+
+
+@pytest.fixture(scope="session")
+def demo_base_path(demo_dirs: tuple[Path, Path]) -> Path:
+    """Path of the demo base model."""
+    return Settings(models_dir=demo_dirs[0]).demo_base_path
+
+
+@pytest.fixture(scope="session")
+def demo_adapter_path(demo_dirs: tuple[Path, Path]) -> Path:
+    """Path of the demo adapter."""
+    name, version = DEMO_ADAPTER
+    return demo_dirs[1] / name / version
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the session: `ZANTARA_TEST_POSTGRES_URL`, or a throw-away one."""
+    existing = os.environ.get("ZANTARA_TEST_POSTGRES_URL")
+    if existing:
+        yield existing
+        return
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database per test, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'zantara.db'}"
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_database_url(postgres_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database for tests that need only one backend."""
+    with fresh_database(postgres_url) as url:
+        yield url
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture
+def settings_factory(demo_dirs: tuple[Path, Path], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings pointing at the cached demo models and a per-test var dir; override any field."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "var_dir": tmp_path / "var",
+            "models_dir": demo_dirs[0],
+            "adapters_dir": demo_dirs[1],
+            "admin_token": ADMIN_TOKEN,
+            "rollout_cache_s": 0.0,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 60) -> None:
+    """Poll /readyz until the model serves (fail with its last answer otherwise)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get("/readyz")
+        if response.status_code == 200:
+            return
+        if "error" in response.json() or asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"service never became ready: {response.text}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def app_client(settings_factory, database_url: str) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """A ready service (demo model + demo adapter) on a fresh database, through httpx's ASGI transport."""
+    app = create_app(settings_factory(database_url=database_url))
+    async with running(app) as client:
+        yield client
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Start an app's lifespan, wait until it is ready, and hand out an ASGI client."""
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://zantara.test", timeout=60
+        ) as client:
+            await wait_ready(client)
+            yield client
+
+
+def admin_headers() -> dict[str, str]:
+    """Headers of an authenticated admin call."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Zantara-Actor": "pytest"}

@@ -1,0 +1,72 @@
+"""Migrations, interactions and ratings on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, select
+
+from feedback.db import create_db_engine, make_session_factory
+from feedback.migrate import current_revision, upgrade
+from feedback.models import Interaction, Rating
+from feedback.store import (
+    InteractionRecord,
+    UnknownInteractionError,
+    rate_interaction,
+    review_queue,
+    save_interaction,
+)
+
+
+def _record(interaction_id: str, variant: str = "tuned") -> InteractionRecord:
+    return InteractionRecord(
+        id=interaction_id, user_hash="h", model_requested="zantara", routed=True, variant=variant,
+        adapter_name="zantara-demo" if variant == "tuned" else None,
+        adapter_version="v1" if variant == "tuned" else None,
+        messages=[{"role": "user", "content": "Berapa modal PT PMA?"}], answer="Rp10 miliar", finish_reason="stop",
+        prompt_tokens=12, completion_tokens=4, latency_s=0.5, ttft_s=0.1, params={"temperature": 0}, streamed=False)
+
+
+@pytest.fixture
+def sessions(database_url: str):  # type: ignore[no-untyped-def]
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def test_migrations_create_every_table_and_are_idempotent(database_url: str) -> None:
+    upgrade(database_url)
+    upgrade(database_url)
+    assert current_revision(database_url) is not None
+    engine = create_db_engine(database_url)
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert {"interactions", "ratings", "corrections", "rollout_state", "rollout_events",
+            "adapter_versions", "alembic_version"} <= tables
+
+
+def test_rating_is_stored_replaced_and_flags_review(sessions) -> None:  # type: ignore[no-untyped-def]
+    save_interaction(sessions, _record("a"))
+    save_interaction(sessions, _record("b", "base"))
+    first = rate_interaction(sessions, interaction_id="a", stars=2, comment="salah modal")
+    assert first.replaced is None and first.needs_review and first.variant == "tuned"
+    assert [i.id for i in review_queue(sessions)] == ["a"]
+    again = rate_interaction(sessions, interaction_id="a", stars=5, comment=None)
+    assert again.replaced == 2 and not again.needs_review
+    assert review_queue(sessions) == []
+    with sessions() as session:
+        ratings = session.scalars(select(Rating)).all()
+        assert [(r.interaction_id, r.stars, r.comment) for r in ratings] == [("a", 5, None)]
+
+
+def test_unknown_interaction_and_bad_stars_change_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
+    save_interaction(sessions, _record("a"))
+    rate_interaction(sessions, interaction_id="a", stars=4, comment="ok")
+    with pytest.raises(UnknownInteractionError):
+        rate_interaction(sessions, interaction_id="nope", stars=1, comment=None)
+    for stars in (0, 6, -1):
+        with pytest.raises(ValueError):
+            rate_interaction(sessions, interaction_id="a", stars=stars, comment=None)
+    with sessions() as session:
+        assert session.scalars(select(Rating.stars)).all() == [4]
+        assert session.get(Interaction, "a").needs_review is False  # type: ignore[union-attr]

@@ -1,0 +1,68 @@
+"""A throw-away PostgreSQL server for the test session (no server runs on these machines).
+
+As root, PostgreSQL refuses to start, so it runs as the `postgres` user with data and socket in a
+folder that user owns. `ZANTARA_TEST_POSTGRES_URL` points the tests at an existing server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run_as_postgres(args: list[str]) -> None:
+    command = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(args[:1])} failed ({result.returncode}):\n{result.stdout}")
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start PostgreSQL in a fresh folder the `postgres` user owns; yield its URL; stop and remove it."""
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        raise RuntimeError("PostgreSQL's initdb/pg_ctl are not on PATH: install PostgreSQL 15 (see README)")
+    root = Path(tempfile.mkdtemp(prefix="zantara-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", free_port()
+    _run_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    _run_as_postgres(["pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o", options, "start"])
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        _run_as_postgres(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """Create an empty database on the server for one test; drop it afterwards."""
+    url = make_url(server_url)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conninfo = f"host={url.host} port={url.port} user={url.username} dbname={url.database}"
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
