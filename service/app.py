@@ -61,6 +61,7 @@ async def bring_up(state: ServiceState) -> None:
         adapters = state.engine.adapters()
         state.rollout.set_default_adapter(adapters[-1].key if adapters else None)
         state.startup["ready_s"] = time.perf_counter() - started
+        state.started = True
         log.info("ready in %.1fs with adapters %s", state.startup["ready_s"], [a.key for a in adapters])
     except Exception as error:
         state.startup_error = f"{type(error).__name__}: {error}"

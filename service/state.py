@@ -24,5 +24,6 @@ class ServiceState:
     rollout: RolloutStore
     engine: Engine
     base_model_id: str
+    started: bool = False
     startup_error: str | None = None
     startup: dict[str, float] = field(default_factory=dict)

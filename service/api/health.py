@@ -21,9 +21,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    """200 when the model serves and the database answers, else 503 with what is missing."""
+    """200 when the model and its adapters serve and the database answers, else 503 with what is missing."""
     database_ok = await run_in_threadpool(ping, state.database)
-    checks = {"model": state.engine.ready, "database": database_ok}
+    checks = {"model": state.started and state.engine.ready, "database": database_ok}
     ready = all(checks.values())
     body: dict[str, object] = {
         "status": "ready" if ready else "not_ready",

@@ -75,6 +75,7 @@ class HFEngine:
         self._thread: threading.Thread | None = None
         self._adapter_counter = 0
         self._pad_id = 0
+        self._running = 0
         self._cache_kwarg = "past_key_values"
         self.steps = 0
 
@@ -87,6 +88,11 @@ class HFEngine:
     def ready(self) -> bool:
         """True once the model is loaded and the worker runs."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def running(self) -> int:
+        """Sequences being decoded or waiting to be admitted."""
+        return self._running + len(self._pending)
 
     @property
     def context_length(self) -> int:
@@ -242,12 +248,14 @@ class HFEngine:
                     if len(batch):
                         batch.step(self._forward)
                         self.steps += 1
+                    self._running = len(batch)
                 except Exception as error:  # noqa: BLE001 - delivered to every waiting request
                     log.exception("engine step failed")
                     for seq in newcomers:
                         if not seq.finished:
                             seq.fail(error)
                     batch.fail_all(error)
+                    self._running = 0
         batch.fail_all(EngineError("engine stopped"))
         for seq in self._pending:
             seq.fail(EngineError("engine stopped"))

@@ -19,11 +19,23 @@ from feedback.store import (
 
 def _record(interaction_id: str, variant: str = "tuned") -> InteractionRecord:
     return InteractionRecord(
-        id=interaction_id, user_hash="h", model_requested="zantara", routed=True, variant=variant,
+        id=interaction_id,
+        user_hash="h",
+        model_requested="zantara",
+        routed=True,
+        variant=variant,
         adapter_name="zantara-demo" if variant == "tuned" else None,
         adapter_version="v1" if variant == "tuned" else None,
-        messages=[{"role": "user", "content": "Berapa modal PT PMA?"}], answer="Rp10 miliar", finish_reason="stop",
-        prompt_tokens=12, completion_tokens=4, latency_s=0.5, ttft_s=0.1, params={"temperature": 0}, streamed=False)
+        messages=[{"role": "user", "content": "Berapa modal PT PMA?"}],
+        answer="Rp10 miliar",
+        finish_reason="stop",
+        prompt_tokens=12,
+        completion_tokens=4,
+        latency_s=0.5,
+        ttft_s=0.1,
+        params={"temperature": 0},
+        streamed=False,
+    )
 
 
 @pytest.fixture
@@ -41,8 +53,15 @@ def test_migrations_create_every_table_and_are_idempotent(database_url: str) -> 
     engine = create_db_engine(database_url)
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
-    assert {"interactions", "ratings", "corrections", "rollout_state", "rollout_events",
-            "adapter_versions", "alembic_version"} <= tables
+    assert {
+        "interactions",
+        "ratings",
+        "corrections",
+        "rollout_state",
+        "rollout_events",
+        "adapter_versions",
+        "alembic_version",
+    } <= tables
 
 
 def test_rating_is_stored_replaced_and_flags_review(sessions) -> None:  # type: ignore[no-untyped-def]

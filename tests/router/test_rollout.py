@@ -15,8 +15,10 @@ def stores(database_url: str):  # type: ignore[no-untyped-def]
     engine = create_db_engine(database_url)
     sessions = make_session_factory(engine)
     # two replicas of the service share one database
-    yield (RolloutStore(sessions, default_percentage=20, default_adapter="demo@v1", cache_s=60),
-           RolloutStore(sessions, default_percentage=20, default_adapter="demo@v1", cache_s=0))
+    yield (
+        RolloutStore(sessions, default_percentage=20, default_adapter="demo@v1", cache_s=60),
+        RolloutStore(sessions, default_percentage=20, default_adapter="demo@v1", cache_s=0),
+    )
     engine.dispose()
 
 
@@ -39,7 +41,9 @@ def test_every_change_is_audited(stores) -> None:  # type: ignore[no-untyped-def
     store.change(percentage=0, adapter="demo@v1", actor="oncall", action="rollback", reason="bad answers")
     events = store.history()
     assert [(e.actor, e.action, e.from_percentage, e.to_percentage) for e in events] == [
-        ("oncall", "rollback", 30, 0), ("ops", "set", 20, 30)]
+        ("oncall", "rollback", 30, 0),
+        ("ops", "set", 20, 30),
+    ]
     assert events[1].from_adapter == "demo@v1" and events[0].reason == "bad answers"
     with pytest.raises(ValueError):
         store.change(percentage=101, adapter=None, actor="ops", action="set")

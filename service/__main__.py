@@ -1,0 +1,5 @@
+"""`python -m service` runs the `zantara` command."""
+
+from service.cli import app
+
+app(prog_name="zantara")

@@ -1,0 +1,62 @@
+"""Small helpers shared by the HTTP tests."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from sqlalchemy import func, select
+
+from feedback.db import create_db_engine
+from feedback.models import Interaction, Rating
+
+DOMAIN_QUESTION = "Berapa modal minimum untuk mendirikan PT PMA?"
+
+
+def chat_body(content: str = DOMAIN_QUESTION, **extra: object) -> dict[str, object]:
+    """A chat completion request body with greedy decoding and a short answer."""
+    body: dict[str, object] = {
+        "model": "zantara",
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        "max_tokens": 16,
+    }
+    body.update(extra)
+    return body
+
+
+def parse_sse(response: httpx.Response) -> list[str]:
+    """The `data:` payloads of a server-sent event stream, in order."""
+    return [line[len("data:") :].strip() for line in response.text.splitlines() if line.startswith("data:")]
+
+
+def stream_text(payloads: list[str]) -> str:
+    """The answer reassembled from stream chunks."""
+    text = []
+    for payload in payloads:
+        if payload == "[DONE]":
+            break
+        for choice in json.loads(payload)["choices"]:
+            text.append(choice["delta"].get("content") or "")
+    return "".join(text)
+
+
+def row_counts(database_url: str) -> tuple[int, int]:
+    """(interactions, ratings) stored."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return (
+                connection.scalar(select(func.count()).select_from(Interaction)) or 0,
+                connection.scalar(select(func.count()).select_from(Rating)) or 0,
+            )
+    finally:
+        engine.dispose()
+
+
+def assert_error(response: httpx.Response, status: int) -> dict[str, object]:
+    """The response is `status` with OpenAI's error envelope; returns the error object."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"} and error["message"]
+    return error  # type: ignore[no-any-return]

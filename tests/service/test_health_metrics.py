@@ -1,0 +1,51 @@
+"""`/healthz`, `/readyz` and `/metrics` (parsed as Prometheus exposition)."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import admin_headers
+from tests.service.helpers import chat_body
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, keyed by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_health_and_readiness(app_client: httpx.AsyncClient) -> None:
+    assert (await app_client.get("/healthz")).json() == {"status": "ok"}
+    ready = (await app_client.get("/readyz")).json()
+    assert ready["checks"] == {"model": True, "database": True} and ready["adapters"] == ["zantara-demo@v1"]
+
+
+async def test_metrics_follow_requests_ratings_and_rollout(app_client: httpx.AsyncClient) -> None:
+    await app_client.put("/admin/rollout", headers=admin_headers(), json={"percentage": 35})
+    tuned = await app_client.post(
+        "/v1/chat/completions", json=chat_body(model="zantara-demo@v1", max_tokens=5)
+    )
+    await app_client.post("/v1/chat/completions", json=chat_body(model="zantara-demo-base", max_tokens=5))
+    await app_client.post(
+        "/v1/chat/completions", json=chat_body(model="zantara-demo-base", max_tokens=5, stream=True)
+    )
+    await app_client.post("/v1/feedback", json={"response_id": tuned.json()["id"], "rating": 5})
+    response = await app_client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    got = samples(response.text)
+    assert got[("zantara_requests_total", (("status", "ok"), ("variant", "tuned")))] == 1
+    assert got[("zantara_requests_total", (("status", "ok"), ("variant", "base")))] == 2
+    assert got[("zantara_generated_tokens_total", (("variant", "tuned"),))] == 5
+    assert got[("zantara_request_duration_seconds_count", (("variant", "base"),))] == 2
+    assert got[("zantara_time_to_first_token_seconds_count", (("variant", "base"),))] == 2
+    assert got[("zantara_ratings_total", (("stars", "5"), ("variant", "tuned")))] == 1
+    assert got[("zantara_rating_stars_sum", (("variant", "tuned"),))] == 5
+    assert got[("zantara_rollout_percentage", ())] == 35
+    assert got[("zantara_model_ready", ())] == 1
+    assert got[("zantara_adapters_loaded", ())] == 1
+    names = {name for name, _ in got}
+    assert all(name.startswith("zantara_") for name in names if not name.startswith(("python_", "process_")))

@@ -1,0 +1,151 @@
+"""The transformers + PEFT engine on the real demo model: mixed batches, knobs, adapters at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from service.engines.base import (
+    AdapterInfo,
+    InvalidRequestError,
+    SamplingParams,
+    UnknownAdapterError,
+    generate,
+)
+from service.engines.hf import HFEngine
+
+QUESTION = [{"role": "user", "content": "Berapa modal minimum untuk mendirikan PT PMA?"}]
+GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
+GREEDY = SamplingParams(max_tokens=24, temperature=0)
+
+
+def make_other_adapter(source: Path, target: Path) -> Path:
+    """A second, different adapter: the demo adapter with its LoRA B matrices negated."""
+    shutil.copytree(source, target)
+    weights = load_file(str(source / "adapter_model.safetensors"))
+    save_file(
+        {k: -v if "lora_B" in k else v for k, v in weights.items()}, str(target / "adapter_model.safetensors")
+    )
+    return target
+
+
+@pytest.fixture
+async def engine(demo_base_path: Path, demo_adapter_path: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = HFEngine(str(demo_base_path), batch_window_s=0.01)
+    await engine.start()
+    await engine.load_adapter(AdapterInfo("demo", "v1", str(demo_adapter_path)))
+    await engine.load_adapter(
+        AdapterInfo("other", "v1", str(make_other_adapter(demo_adapter_path, tmp_path / "other")))
+    )
+    yield engine
+    await engine.close()
+
+
+async def answer(
+    engine: HFEngine, messages: list[dict[str, str]], adapter: str | None, sampling: SamplingParams = GREEDY
+) -> str:
+    return (await generate(engine, engine.prepare(messages, sampling), sampling, adapter)).text
+
+
+async def test_mixed_batch_gives_the_same_answers_as_one_at_a_time(engine: HFEngine) -> None:
+    jobs = [
+        (QUESTION, None),
+        (QUESTION, "demo@v1"),
+        (QUESTION, "other@v1"),
+        (GENERAL, None),
+        (GENERAL, "demo@v1"),
+        (GENERAL, "other@v1"),
+    ]
+    alone = [await answer(engine, m, a) for m, a in jobs]
+    steps_before = engine.steps
+    together = await asyncio.gather(*(answer(engine, m, a) for m, a in jobs))
+    assert together == alone
+    # batched: far fewer forward steps than 6 requests x 24 tokens
+    assert engine.steps - steps_before <= 30
+    assert len({alone[0], alone[1], alone[2]}) == 3, "base and the two adapters must answer differently"
+
+
+async def test_requests_joining_a_running_batch_are_not_disturbed(engine: HFEngine) -> None:
+    long = SamplingParams(max_tokens=40, temperature=0)
+    expected_long = await answer(engine, QUESTION, "demo@v1", long)
+    expected_short = await answer(engine, GENERAL, None)
+
+    async def late() -> str:
+        await asyncio.sleep(0.05)
+        return await answer(engine, GENERAL, None)
+
+    got_long, got_short = await asyncio.gather(answer(engine, QUESTION, "demo@v1", long), late())
+    assert (got_long, got_short) == (expected_long, expected_short)
+
+
+async def test_max_tokens_stop_and_seed_are_honoured(engine: HFEngine) -> None:
+    limited = await generate(
+        engine,
+        engine.prepare(QUESTION, SamplingParams(max_tokens=5, temperature=0)),
+        SamplingParams(max_tokens=5, temperature=0),
+        "demo@v1",
+    )
+    assert limited.completion_tokens == 5 and limited.finish_reason == "length"
+
+    full = await answer(engine, QUESTION, "demo@v1", SamplingParams(max_tokens=40, temperature=0))
+    words = full.split()
+    assert len(words) > 3
+    stop_word = words[2]
+    cut = SamplingParams(max_tokens=40, temperature=0, stop=(stop_word,))
+    stopped = await generate(engine, engine.prepare(QUESTION, cut), cut, "demo@v1")
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == full[: full.index(stop_word)]
+
+    seeded = SamplingParams(max_tokens=20, temperature=1.0, seed=42)
+    first = await answer(engine, GENERAL, None, seeded)
+    again = await asyncio.gather(*(answer(engine, GENERAL, None, seeded) for _ in range(3)))
+    assert again == [first] * 3
+    others = {
+        await answer(engine, GENERAL, None, SamplingParams(max_tokens=20, temperature=1.0, seed=s))
+        for s in range(4)
+    }
+    assert len(others) > 1
+
+
+async def test_prompt_over_the_context_is_refused(engine: HFEngine) -> None:
+    huge = [{"role": "user", "content": "kata " * 5000}]
+    with pytest.raises(InvalidRequestError) as error:
+        engine.prepare(huge, GREEDY)
+    assert error.value.code == "context_length_exceeded"
+    with pytest.raises(InvalidRequestError):
+        engine.prepare(QUESTION, SamplingParams(max_tokens=engine.context_length))
+
+
+async def test_adapters_load_and_unload_while_serving(engine: HFEngine, demo_adapter_path: Path) -> None:
+    before = await answer(engine, QUESTION, "demo@v1")
+    running = asyncio.create_task(
+        answer(engine, QUESTION, "other@v1", SamplingParams(max_tokens=40, temperature=0))
+    )
+    await asyncio.sleep(0.02)
+    await engine.unload_adapter("other@v1")  # waits for the running request, then unloads
+    assert running.done() and len(running.result()) > 0
+    assert [a.key for a in engine.adapters()] == ["demo@v1"]
+    with pytest.raises(UnknownAdapterError):
+        await answer(engine, QUESTION, "other@v1")
+    await engine.load_adapter(AdapterInfo("demo", "v2", str(demo_adapter_path)))
+    assert await answer(engine, QUESTION, "demo@v2") == before
+    with pytest.raises(InvalidRequestError):
+        await engine.load_adapter(AdapterInfo("demo", "v2", str(demo_adapter_path)))
+    with pytest.raises(InvalidRequestError):
+        await engine.load_adapter(AdapterInfo("bad", "v1", "/nonexistent"))
+
+
+async def test_a_client_that_goes_away_frees_its_slot(engine: HFEngine) -> None:
+    sampling = SamplingParams(max_tokens=200, temperature=0)
+    stream = engine.stream(engine.prepare(QUESTION, sampling), sampling, None)
+    await anext(stream)
+    await stream.aclose()
+    for _ in range(100):
+        if engine.running == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.running == 0
