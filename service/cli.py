@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.settings import Settings
+from training.dataset.cli import app as dataset_app
 
 app = typer.Typer(
     help="ZANTARA: serving, canary routing, feedback and LoRA fine-tuning.", no_args_is_help=True
@@ -26,6 +27,7 @@ rollout_app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(db_app, name="db")
+app.add_typer(dataset_app, name="dataset")
 console = Console()
 
 

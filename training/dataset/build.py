@@ -1,0 +1,324 @@
+"""`zantara dataset build`: every source into one versioned, checked and split dataset.
+
+Sources, in order of precedence when two give the same question: the seed bank (questions and
+variations), error corrections (files and the feedback database), imported conversations, extra
+record files, synthetic questions. All pairs go through the checklist; any error stops the build
+before anything is written. The output folder appears in one rename, with `manifest.json` naming the
+version (a hash of the content), the counts and the inputs' hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from training.dataset.checks import Issue, check_records
+from training.dataset.conversations import import_conversations
+from training.dataset.corrections import load_corrections_db, load_corrections_file
+from training.dataset.fact_check import FactChecker
+from training.dataset.facts import load_facts
+from training.dataset.files import DatasetInputError, atomic_dir, read_items, write_json, write_jsonl
+from training.dataset.generator import Generator
+from training.dataset.records import CATEGORIES, REGISTERS, SOURCES, Example, Pair, parse_record
+from training.dataset.register import detect_register
+from training.dataset.seed_bank import category_counts, load_seed_bank
+from training.dataset.similarity import normalize
+from training.dataset.split import SPLITS, SplitResult, leaks, split_pairs
+from training.dataset.synthetic import build_synthetic
+from training.dataset.topics import classify
+from training.dataset.variations import build_seed_pairs
+from training.progress import training_progress
+from training.prompts import ZANTARA_SYSTEM_PROMPT
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "data"
+DEFAULT_SEED = DATA / "seed" / "questions.jsonl"
+DEFAULT_FACTS = DATA / "facts.yaml"
+DEFAULT_GENERAL = DATA / "general" / "general.jsonl"
+DEFAULT_DATASETS = REPO / "var" / "datasets"
+PRECEDENCE: dict[str, int] = {
+    "seed": 0,
+    "variation": 1,
+    "correction": 2,
+    "conversation": 3,
+    "extra": 4,
+    "synthetic": 5,
+}
+
+
+class BuildError(Exception):
+    """The sources are readable but the dataset they make fails the checklist or leaks across splits."""
+
+    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
+        super().__init__(message)
+        self.issues = issues or []
+
+
+@dataclass
+class BuildOptions:
+    """What goes into a build (paths default to the project's own data) and how it is split."""
+
+    seed_path: Path = DEFAULT_SEED
+    facts_path: Path = DEFAULT_FACTS
+    corrections: list[Path] = field(default_factory=lambda: sorted((DATA / "corrections").glob("*.jsonl")))
+    conversations: list[Path] = field(
+        default_factory=lambda: sorted((DATA / "conversations").glob("*.jsonl"))
+    )
+    extra: list[Path] = field(default_factory=list)
+    database_url: str | None = None
+    per_register: int = 5
+    synthetic_per_seed: int = 3
+    test_share: float = 0.12
+    validation_share: float = 0.15
+    split_seed: int = 13
+
+
+@dataclass
+class BuildResult:
+    """Where the dataset was written and its manifest."""
+
+    out: Path
+    manifest: dict[str, Any]
+    warnings: list[Issue]
+    notes: list[str]
+
+
+@dataclass
+class Sources:
+    """Every pair the sources give, a description of the inputs, and the checker for their facts."""
+
+    pairs: list[Pair]
+    inputs: dict[str, Any]
+    fact_checker: FactChecker
+
+
+def collect_pairs(
+    options: BuildOptions, generator: Generator, notes: list[str], progress: bool = True
+) -> Sources:
+    """Read every source and make the pairs (notes collect what was left out and why)."""
+    facts = load_facts(options.facts_path)
+    seeds = load_seed_bank(options.seed_path, {fact.id for fact in facts})
+    with training_progress(enabled=progress) as bar:
+        task = bar.add_task("variations", total=len(seeds), stats=generator.name)
+        seed_pairs = build_seed_pairs(seeds, generator, options.per_register, lambda: bar.advance(task))
+        by_seed: dict[str, list[Pair]] = {}
+        for pair in seed_pairs:
+            by_seed.setdefault(pair.seed_id or "", []).append(pair)
+        task = bar.add_task("synthetic", total=len(seeds), stats=generator.name)
+        synthetic = build_synthetic(
+            seeds, by_seed, generator, options.synthetic_per_seed, lambda: bar.advance(task)
+        )
+    corrections = [record for path in options.corrections for record in load_corrections_file(path)]
+    from_database = load_corrections_db(options.database_url) if options.database_url else []
+    corrections += from_database
+    correction_pairs: list[Pair] = []
+    for record in corrections:
+        made = record.to_pair()
+        if made is None:
+            notes.append(f"correction {record.origin} skipped: no category given and none could be told")
+        else:
+            correction_pairs.append(made)
+    conversation_pairs: list[Pair] = []
+    for path in options.conversations:
+        pairs, rejected = import_conversations(path)
+        conversation_pairs += pairs
+        notes += [
+            f"{path.name}:{item.line} conversation {item.conversation_id} left out: {item.reason}"
+            for item in rejected
+        ]
+    extra_pairs = [pair for path in options.extra for pair in load_extra(path)]
+    inputs = {
+        "seed": _file_entry(options.seed_path, len(seeds)),
+        "facts": _file_entry(options.facts_path, len(facts)),
+        "corrections": [_file_entry(path) for path in options.corrections],
+        "corrections_from_database": len(from_database),
+        "conversations": [_file_entry(path) for path in options.conversations],
+        "extra": [_file_entry(path) for path in options.extra],
+        "seed_categories": category_counts(seeds),
+        "facts_verified": sorted(fact.id for fact in facts if fact.verified),
+        "facts_needing_confirmation": sorted(fact.id for fact in facts if not fact.verified),
+    }
+    pairs = seed_pairs + correction_pairs + conversation_pairs + extra_pairs + synthetic
+    return Sources(pairs, inputs, FactChecker(facts))
+
+
+def load_extra(path: Path) -> list[Pair]:
+    """Pairs from a record file (Alpaca or chat messages); category and register told when missing."""
+    pairs: list[Pair] = []
+    for item in read_items(path):
+        parsed = parse_record(item.line, item.value)
+        if not isinstance(parsed, Example):
+            raise DatasetInputError(path, parsed.line, parsed.message)
+        meta = dict(parsed.meta)
+        category = meta.pop("category", None) or classify(parsed.question)
+        if category is None:
+            raise DatasetInputError(
+                path, item.line, "no 'category' in meta and none can be told from the question"
+            )
+        pairs.append(
+            Pair(
+                id=str(meta.pop("id", f"{path.stem}-{item.line}")),
+                question=parsed.question,
+                answer=parsed.answer,
+                category=category,
+                register=meta.pop("register", None) or detect_register(parsed.question),
+                source=meta.pop("source", None) or "extra",
+                validated=bool(meta.pop("validated", False)),
+                seed_id=meta.pop("seed_id", None),
+                extra=meta,
+            )
+        )
+    return pairs
+
+
+def deduplicate(pairs: list[Pair], notes: list[str]) -> list[Pair]:
+    """Keep one pair per question (by source precedence), and unique ids; note what was dropped."""
+    kept: dict[str, Pair] = {}
+    for pair in sorted(pairs, key=lambda pair: PRECEDENCE[pair.source]):
+        key = normalize(pair.question)
+        if key in kept:
+            notes.append(f"{pair.id} dropped: same question as {kept[key].id}")
+            continue
+        kept[key] = pair
+    ids = Counter(pair.id for pair in kept.values())
+    clashes = [name for name, count in ids.items() if count > 1]
+    if clashes:
+        raise BuildError(f"duplicate record ids: {', '.join(sorted(clashes)[:5])}")
+    order = {id(pair): index for index, pair in enumerate(pairs)}
+    return sorted(kept.values(), key=lambda pair: order[id(pair)])
+
+
+def build(
+    options: BuildOptions,
+    generator: Generator,
+    out: Path | None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    on_stage: Callable[[str], None] = lambda _: None,
+) -> BuildResult:
+    """Build, check, split and write the dataset; nothing is written unless every step succeeds."""
+    if out is not None and out.exists() and not force:
+        raise FileExistsError(f"{out} already exists (use --force to replace it)")
+    notes: list[str] = []
+    on_stage("reading sources and generating variations")
+    sources = collect_pairs(options, generator, notes, progress)
+    pairs = deduplicate(sources.pairs, notes)
+    on_stage(f"checking {len(pairs)} pairs")
+    examples = [
+        Example(index + 1, "chat", pair.question, pair.answer, ZANTARA_SYSTEM_PROMPT, pair.meta())
+        for index, pair in enumerate(pairs)
+    ]
+    issues = check_records(examples, sources.fact_checker)
+    errors = [issue for issue in issues if issue.severity == "error"]
+    if errors:
+        raise BuildError(f"{len(errors)} error(s) in the generated pairs; nothing was written", errors)
+    result = split_pairs(pairs, options.test_share, options.validation_share, options.split_seed)
+    leaked = leaks(result)
+    if leaked:
+        raise BuildError("split leakage: " + "; ".join(leaked[:5]))
+    manifest = make_manifest(result, options, sources.inputs, generator, issues)
+    target = out or DEFAULT_DATASETS / manifest["version"]
+    on_stage(f"writing {target}")
+    with atomic_dir(target, replace=force or out is None) as folder:
+        for name in SPLITS:
+            write_jsonl(folder / f"{name}.jsonl", (pair.to_chat() for pair in result.splits[name]))
+            write_json(folder / f"{name}.alpaca.json", [pair.to_alpaca() for pair in result.splits[name]])
+        manifest["files"] = {path.name: _sha256(path) for path in sorted(folder.iterdir())}
+        write_json(folder / "manifest.json", manifest)
+    return BuildResult(target, manifest, [issue for issue in issues if issue.severity == "warning"], notes)
+
+
+def make_manifest(
+    result: SplitResult,
+    options: BuildOptions,
+    inputs: dict[str, Any],
+    generator: Generator,
+    issues: list[Issue],
+) -> dict[str, Any]:
+    """Version (content hash), counts per split / category / register / source, inputs and settings."""
+    every = [pair for name in SPLITS for pair in result.splits[name]]
+    canonical = sorted(
+        json.dumps({"split": name, **pair.to_chat()}, ensure_ascii=False, sort_keys=True)
+        for name in SPLITS
+        for pair in result.splits[name]
+    )
+    version = "ds-" + hashlib.sha256("\n".join(canonical).encode()).hexdigest()[:12]
+    variations = [pair for pair in every if pair.source == "variation"]
+    per_seed = Counter(pair.seed_id for pair in variations)
+    return {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "system_prompt_sha256": hashlib.sha256(ZANTARA_SYSTEM_PROMPT.encode()).hexdigest(),
+        "counts": {
+            "total": len(every),
+            "splits": {name: len(result.splits[name]) for name in SPLITS},
+            **count_by(every),
+            "per_split": {name: count_by(result.splits[name]) for name in SPLITS},
+            "groups": result.group_counts(),
+        },
+        "variations": {
+            "total": len(variations),
+            "per_seed": {"min": min(per_seed.values(), default=0), "max": max(per_seed.values(), default=0)},
+            "register_share": {
+                register: round(
+                    sum(1 for p in variations if p.register == register) / max(1, len(variations)), 4
+                )
+                for register in REGISTERS
+            },
+            "generators": dict(Counter(str(pair.extra.get("generator")) for pair in variations)),
+        },
+        "checks": {
+            "errors": 0,
+            "warnings": len(issues),
+            "warnings_by_check": dict(Counter(i.check for i in issues)),
+        },
+        "generator": {"name": generator.name, "fell_back_offline": not getattr(generator, "available", True)},
+        "options": {
+            "per_register": options.per_register,
+            "synthetic_per_seed": options.synthetic_per_seed,
+            "test_share": options.test_share,
+            "validation_share": options.validation_share,
+            "split_seed": options.split_seed,
+        },
+        **inputs,
+    }
+
+
+def count_by(pairs: list[Pair]) -> dict[str, dict[str, int]]:
+    """Counts per category, register, source and validation state, in canonical order."""
+
+    def tally(values: list[str], order: tuple[str, ...]) -> dict[str, int]:
+        counts = Counter(values)
+        return {name: counts[name] for name in order if counts[name]}
+
+    return {
+        "categories": tally([pair.category for pair in pairs], CATEGORIES),
+        "registers": tally([pair.register for pair in pairs], REGISTERS),
+        "sources": tally([pair.source for pair in pairs], SOURCES),
+        "validated": tally(["true" if pair.validated else "false" for pair in pairs], ("true", "false")),
+    }
+
+
+def _file_entry(path: Path, count: int | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": _display(path), "sha256": _sha256(path)}
+    if count is not None:
+        entry["records"] = count
+    return entry
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,232 @@
+"""`zantara dataset ...`: build, check, stats, import-conversations, import-corrections.
+
+Registered in the main CLI with `app.add_typer(dataset_app, name="dataset")`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from training.dataset.build import DEFAULT_FACTS, DEFAULT_SEED, BuildError, BuildOptions, build
+from training.dataset.checks import Issue, Report, check_file
+from training.dataset.conversations import import_conversations
+from training.dataset.corrections import load_corrections_file, store_corrections
+from training.dataset.fact_check import FactChecker
+from training.dataset.facts import load_facts
+from training.dataset.files import DatasetInputError, write_jsonl
+from training.dataset.generator import EndpointClient, EndpointConfig, Generator, ModelGenerator
+from training.dataset.stats import dataset_stats, file_stats, render, source_stats
+
+app = typer.Typer(help="Build, check and inspect the ZANTARA training dataset.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_ERRORS = 1
+EXIT_BAD_INPUT = 2
+
+
+@app.command("build")
+def build_command(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: var/datasets/<version>).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    seed: Annotated[Path, typer.Option(help="Seed question bank (.jsonl).")] = DEFAULT_SEED,
+    facts: Annotated[Path, typer.Option(help="Fact registry (.yaml).")] = DEFAULT_FACTS,
+    corrections: Annotated[
+        list[Path] | None,
+        typer.Option(help="Corrections file(s) (.jsonl/.json); default: data/corrections/*.jsonl."),
+    ] = None,
+    no_corrections: Annotated[bool, typer.Option(help="Leave correction files out.")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="Also take corrections from this database.")
+    ] = None,
+    conversations: Annotated[
+        list[Path] | None,
+        typer.Option(help="Chat-log export(s) to import (.jsonl/.csv); default: data/conversations/*.jsonl."),
+    ] = None,
+    no_conversations: Annotated[bool, typer.Option(help="Leave chat-log exports out.")] = False,
+    extra: Annotated[
+        list[Path] | None, typer.Option(help="Extra record file(s), Alpaca or chat messages.")
+    ] = None,
+    per_register: Annotated[
+        int, typer.Option(min=4, max=6, help="Variations per register per seed question.")
+    ] = 5,
+    synthetic: Annotated[int, typer.Option(min=0, max=9, help="Synthetic questions per seed question.")] = 3,
+    generator_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1); default: offline rules."
+        ),
+    ] = None,
+    generator_model: Annotated[
+        str, typer.Option(help="Model name sent to the generator endpoint.")
+    ] = "zantara",
+    split_seed: Annotated[int, typer.Option(help="Seed of the group shuffle before splitting.")] = 13,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Build the training set (chat JSONL + Alpaca JSON, train/validation/test, manifest)."""
+    options = BuildOptions(
+        seed_path=seed,
+        facts_path=facts,
+        database_url=database_url,
+        extra=extra or [],
+        per_register=per_register,
+        synthetic_per_seed=synthetic,
+        split_seed=split_seed,
+    )
+    if no_corrections or corrections:
+        options.corrections = [] if no_corrections else list(corrections or [])
+    if no_conversations or conversations:
+        options.conversations = [] if no_conversations else list(conversations or [])
+    generator = _generator(generator_url, generator_model)
+    try:
+        result = build(
+            options,
+            generator,
+            out,
+            force=force,
+            progress=progress,
+            on_stage=lambda stage: errors.print(f"[dim]{stage}[/]"),
+        )
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except BuildError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        _print_issues(exc.issues[:50], errors)
+        raise typer.Exit(EXIT_ERRORS) from None
+    except FileExistsError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    finally:
+        if isinstance(generator, ModelGenerator):
+            generator.client.close()
+    counts = result.manifest["counts"]
+    console.print(f"[green]built[/] {result.manifest['version']} -> {result.out}")
+    console.print(f"{counts['total']} pairs: " + ", ".join(f"{k} {v}" for k, v in counts["splits"].items()))
+    console.print(f"{len(result.warnings)} warning(s) from the checklist; {len(result.notes)} note(s)")
+    for note in result.notes[:20]:
+        console.print(f"  [dim]{note}[/]")
+
+
+@app.command("check")
+def check_command(
+    file: Annotated[
+        Path, typer.Argument(help="A .json array or .jsonl file of Alpaca or chat-messages records.")
+    ],
+    facts: Annotated[Path, typer.Option(help="Fact registry for the figures check.")] = DEFAULT_FACTS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    max_shown: Annotated[int, typer.Option(help="Show at most this many findings per severity.")] = 200,
+) -> None:
+    """Run the review checklist on FILE. Exit 0 clean (warnings allowed), 1 errors, 2 unreadable input."""
+    try:
+        checker = FactChecker(load_facts(facts)) if facts.exists() else None
+        report = check_file(file, checker)
+    except DatasetInputError as exc:
+        if as_json:
+            console.print_json(json.dumps({"file": str(file), "unreadable": str(exc)}))
+        else:
+            errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        _print_report(report, max_shown, facts_used=checker is not None)
+    if report.errors:
+        raise typer.Exit(EXIT_ERRORS)
+
+
+@app.command("stats")
+def stats_command(
+    path: Annotated[
+        Path | None, typer.Argument(help="A built dataset folder or a record file; default: data/.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Counts and the distribution of the sources, a built dataset, or a record file."""
+    try:
+        if path is None:
+            stats = source_stats()
+        elif path.is_dir():
+            stats = dataset_stats(path)
+        else:
+            stats = file_stats(path)
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(json.dumps(stats, ensure_ascii=False, indent=2))
+    else:
+        render(stats, console)
+
+
+@app.command("import-conversations")
+def import_conversations_command(
+    file: Annotated[Path, typer.Argument(help="Chat-log export (.jsonl, .json or .csv).")],
+    out: Annotated[Path, typer.Option(help="Where to write the scrubbed pairs (chat-messages .jsonl).")],
+) -> None:
+    """Anonymise and filter a chat-log export into training pairs (pass them to build with --extra)."""
+    try:
+        pairs, rejected = import_conversations(file)
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    write_jsonl(out, (pair.to_chat() for pair in pairs))
+    console.print(f"{len(pairs)} pair(s) written to {out}; {len(rejected)} conversation(s) left out")
+    for item in rejected:
+        console.print(f"  [dim]{file}:{item.line} {item.conversation_id}: {item.reason}[/]")
+
+
+@app.command("import-corrections")
+def import_corrections_command(
+    file: Annotated[Path, typer.Argument(help="Corrections file (.jsonl or .json array).")],
+    database_url: Annotated[str, typer.Option(help="Database to store them in (schema must be up to date).")],
+    reviewer: Annotated[
+        str, typer.Option(help="Recorded as the reviewer of the imported corrections.")
+    ] = "import",
+) -> None:
+    """Validate a corrections file and store its records in the feedback database (skipping known ones)."""
+    try:
+        records = load_corrections_file(file)
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    added = store_corrections(database_url, records, reviewer)
+    console.print(f"{added} correction(s) stored, {len(records) - added} already present")
+
+
+def _generator(url: str | None, model: str) -> Generator:
+    if not url:
+        return Generator()
+    client = EndpointClient(EndpointConfig.from_env(url, model))
+    return ModelGenerator(client, warn=lambda message: errors.print(f"[yellow]warning:[/] {message}"))
+
+
+def _print_report(report: Report, max_shown: int, facts_used: bool) -> None:
+    if not facts_used:
+        errors.print("[yellow]note:[/] no fact registry found; figures were not checked")
+    console.print(
+        f"{report.source}: {report.records} record(s), {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s)"
+    )
+    for title, issues in (("Errors", report.errors), ("Warnings", report.warnings)):
+        if issues:
+            console.print(f"[bold]{title}[/]")
+            _print_issues(issues[:max_shown], console)
+            if len(issues) > max_shown:
+                console.print(f"  ... and {len(issues) - max_shown} more (use --json for all)")
+
+
+def _print_issues(issues: list[Issue], target: Console) -> None:
+    for issue in issues:
+        colour = "red" if issue.severity == "error" else "yellow"
+        record = f" {issue.record_id}" if issue.record_id else ""
+        target.print(
+            f"  line {issue.line}{escape(record)} [{colour}]{issue.check}[/]: {escape(issue.message)}",
+            highlight=False,
+        )
