@@ -148,3 +148,26 @@ def test_rollout_command_against_the_running_service(served: str) -> None:
         timeout=60,
     )
     assert wrong.returncode == 1 and "401" in wrong.stdout
+
+
+def test_dataset_generator_calls_the_served_model(served: str) -> None:
+    from training.dataset.generator import EndpointClient, EndpointConfig, ModelGenerator
+
+    client = EndpointClient(
+        EndpointConfig(base_url=f"{served}/v1", model="zantara", api_key=API_KEY, max_tokens=32)
+    )
+    text = client.complete("Kamu penulis data latih.", "Tulis satu pertanyaan tentang KITAS.")
+    assert isinstance(text, str) and text
+    warnings: list[str] = []
+    generator = ModelGenerator(client, warn=warnings.append)
+    found = generator.variations(
+        "KITAS investor itu butuh dokumen apa aja sih?",
+        ["Dokumen KITAS investor apa saja?"],
+        "casual",
+        4,
+        "IMM-01",
+        [],
+    )
+    client.close()
+    assert warnings == [] and generator.available
+    assert len(found) == 4 and len({q for q, _ in found}) == 4
