@@ -197,10 +197,10 @@ class ChatCompletions:
             )
             return body.model_dump_json(exclude_none=False)
 
-        yield chunk(DeltaMessage(role="assistant", content=""))
         parts: list[str] = []
         last = first_delta
         try:
+            yield chunk(DeltaMessage(role="assistant", content=""))
             delta: Delta | None = first_delta
             while delta is not None:
                 last = delta
@@ -224,6 +224,8 @@ class ChatCompletions:
                 }
             )
             return
+        finally:
+            await deltas.aclose()  # a client that went away frees its batch slot at once
         await self._finish(
             interaction_id,
             request,

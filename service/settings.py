@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     batch_window_s: float = Field(0.004, ge=0, le=1, description="Wait for companions of a lone request.")
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(4096, ge=1)
+    torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads for the hf engine; 0: torch's default."
+    )
     inject_system_prompt: bool = Field(True, description="Add ZANTARA's system prompt when none is sent.")
 
     default_rollout_percentage: float = Field(20.0, ge=0, le=100)

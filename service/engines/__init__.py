@@ -17,5 +17,6 @@ def create_engine(settings: Settings, model_path: str) -> Engine:
             max_batch_size=settings.max_batch_size,
             batch_window_s=settings.batch_window_s,
             default_max_tokens=settings.default_max_tokens,
+            torch_threads=settings.torch_threads,
         )
     raise ValueError(f"ZANTARA_ENGINE={settings.engine!r} is not available in this release; use 'hf'.")

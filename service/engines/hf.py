@@ -54,6 +54,7 @@ class HFEngine:
         batch_window_s: float = 0.004,
         default_max_tokens: int = 256,
         prefill_token_budget: int = 8192,
+        torch_threads: int = 0,
     ) -> None:
         self._model_path = model_path
         self._device = pick_device(device)
@@ -61,6 +62,7 @@ class HFEngine:
         self._batch_window_s = batch_window_s
         self._default_max_tokens = default_max_tokens
         self._prefill_token_budget = prefill_token_budget
+        self._torch_threads = torch_threads
         self._model: Any = None
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
@@ -108,6 +110,8 @@ class HFEngine:
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
         tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         if not tokenizer.chat_template:
             raise EngineError(f"{self._model_path} has no chat template; an instruct model is required")
