@@ -7,7 +7,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -42,7 +42,7 @@ class Route:
 
     def headers(self) -> dict[str, str]:
         """`X-Zantara-Variant` and, for the tuned variant, `X-Zantara-Adapter: NAME@VERSION`."""
-        headers = {"X-Zantara-Variant": self.variant}
+        headers: dict[str, str] = {"X-Zantara-Variant": self.variant}
         if self.adapter is not None:
             headers["X-Zantara-Adapter"] = self.adapter.key
         return headers
@@ -178,7 +178,7 @@ class ChatCompletions:
         user_key: str | None,
         route: Route,
         prompt: PreparedPrompt,
-        deltas: AsyncIterator[Delta],
+        deltas: AsyncGenerator[Delta, None],
         first_delta: Delta,
         started: float,
         first: float,

@@ -6,7 +6,7 @@ in-process vLLM engine and a remote OpenAI-compatible server are interchangeable
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -114,7 +114,7 @@ class Engine(Protocol):
 
     def stream(
         self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """Generate with the base (`adapter=None`) or the adapter keyed `NAME@VERSION`, piece by piece."""
         ...
 

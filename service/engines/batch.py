@@ -167,7 +167,7 @@ class RunningBatch:
         first_used = int(self._mask.any(dim=0).nonzero()[0].item())
         if first_used:
             self._mask = self._mask[:, first_used:]
-            for layer in self._cache.layers:
+            for layer in _layers(self._cache):
                 layer.keys = layer.keys[..., first_used:, :]
                 layer.values = layer.values[..., first_used:, :]
 
@@ -188,7 +188,7 @@ class RunningBatch:
         elif width_old < width_new:
             _left_pad(self._cache, width_new - width_old)
             self._mask = torch.nn.functional.pad(self._mask, (width_new - width_old, 0))
-        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+        for mine, theirs in zip(_layers(self._cache), _layers(cache), strict=True):
             mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
             mine.values = torch.cat([mine.values, theirs.values], dim=0)
         self._mask = torch.cat([self._mask, mask], dim=0)
@@ -197,6 +197,11 @@ class RunningBatch:
 
 def _left_pad(cache: DynamicCache, columns: int) -> None:
     """Insert `columns` empty (masked) positions before every layer's keys and values."""
-    for layer in cache.layers:
+    for layer in _layers(cache):
         layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, columns, 0))
         layer.values = torch.nn.functional.pad(layer.values, (0, 0, columns, 0))
+
+
+def _layers(cache: DynamicCache) -> list[Any]:
+    """The cache's per-layer key/value holders (attention layers only in the models we serve)."""
+    return list(cache.layers)

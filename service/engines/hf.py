@@ -12,8 +12,9 @@ import asyncio
 import collections
 import inspect
 import logging
+import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,16 @@ class HFEngine:
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self._torch_threads:
-            torch.set_num_threads(self._torch_threads)
+        if self._torch_threads or self._device.type == "cpu":
+            # on CPU, leave half the cores to the HTTP server and its clients: oversubscribed
+            # intra-op threads slow every forward pass by an order of magnitude
+            torch.set_num_threads(self._torch_threads or max(1, (os.cpu_count() or 2) // 2))
         tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         if not tokenizer.chat_template:
             raise EngineError(f"{self._model_path} has no chat template; an instruct model is required")
         dtype = torch.bfloat16 if self._device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self._model_path, dtype=dtype).to(self._device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(self._model_path, dtype=dtype)
+        model = model.to(self._device).eval()
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -156,13 +160,17 @@ class HFEngine:
 
     async def stream(
         self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """Queue the request for the worker and yield its output as it is produced."""
         if not self.ready:
             raise EngineNotReadyError("the model is still loading")
         internal = self._internal_adapter(adapter)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
+
+        def emit(item: Delta | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
         seq = Sequence.create(
             prompt_ids=list(prompt.token_ids),
             adapter=internal,
@@ -174,7 +182,7 @@ class HFEngine:
             tokenizer=self._tokenizer,
             eos_ids=self._eos_ids,
             device=self._device,
-            emit=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+            emit=emit,
         )
         with self._wakeup:
             self._pending.append(seq)
