@@ -105,7 +105,7 @@ class ServiceClient:
         if not token:
             console.print("[red]No admin token:[/] set ZANTARA_ADMIN_TOKEN or pass --token.")
             raise typer.Exit(2)
-        self.headers = {"Authorization": f"Bearer {token}", "X-Zantara-Actor": getpass.getuser()}
+        self.headers = {"Authorization": f"Bearer {token}", "X-Zantara-Actor": _operator()}
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One admin request; prints the service's error message and exits non-zero on failure."""
@@ -122,6 +122,14 @@ class ServiceClient:
             console.print(f"[red]{response.status_code}:[/] {message}")
             raise typer.Exit(1)
         return response.json() if response.content else None
+
+
+def _operator() -> str:
+    """Who runs the command, for the audit trail (containers may run with a UID that has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
 
 
 UrlOption = Annotated[
