@@ -10,6 +10,7 @@ import pytest
 from tests.service.helpers import assert_error, chat_body, parse_sse, row_counts, stream_text
 
 DEMO = "zantara-demo@v1"
+BASE = "zantara-demo-base"
 
 
 async def test_routed_answer_is_openai_shaped_and_says_its_variant(app_client: httpx.AsyncClient) -> None:
@@ -84,18 +85,18 @@ async def test_models_lists_alias_base_and_adapters(app_client: httpx.AsyncClien
 
 
 async def test_sampling_knobs_reach_the_engine(app_client: httpx.AsyncClient) -> None:
-    body = chat_body(model=DEMO, max_tokens=3)
+    body = chat_body(model=BASE, max_tokens=3)
     short = (await app_client.post("/v1/chat/completions", json=body)).json()
     assert short["usage"]["completion_tokens"] == 3 and short["choices"][0]["finish_reason"] == "length"
-    seeded = chat_body(model=DEMO, temperature=1.2, top_p=0.9, seed=11, max_tokens=12)
+    seeded = chat_body(model=BASE, temperature=1.2, top_p=0.9, seed=11, max_tokens=12)
     first = (await app_client.post("/v1/chat/completions", json=seeded)).json()["choices"][0]["message"]
     second = (await app_client.post("/v1/chat/completions", json=seeded)).json()["choices"][0]["message"]
     assert first == second
-    full = (await app_client.post("/v1/chat/completions", json=chat_body(model=DEMO, max_tokens=24))).json()
+    full = (await app_client.post("/v1/chat/completions", json=chat_body(model=BASE, max_tokens=24))).json()
     text = full["choices"][0]["message"]["content"]
     stop = text.split()[1]
     cut = (
-        await app_client.post("/v1/chat/completions", json=chat_body(model=DEMO, max_tokens=24, stop=[stop]))
+        await app_client.post("/v1/chat/completions", json=chat_body(model=BASE, max_tokens=24, stop=[stop]))
     ).json()
     assert cut["choices"][0]["message"]["content"] == text[: text.index(stop)]
     assert cut["choices"][0]["finish_reason"] == "stop"

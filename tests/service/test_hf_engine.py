@@ -87,16 +87,16 @@ async def test_max_tokens_stop_and_seed_are_honoured(engine: HFEngine) -> None:
         engine,
         engine.prepare(QUESTION, SamplingParams(max_tokens=5, temperature=0)),
         SamplingParams(max_tokens=5, temperature=0),
-        "demo@v1",
+        None,
     )
     assert limited.completion_tokens == 5 and limited.finish_reason == "length"
 
-    full = await answer(engine, QUESTION, "demo@v1", SamplingParams(max_tokens=40, temperature=0))
+    full = await answer(engine, QUESTION, None, SamplingParams(max_tokens=40, temperature=0))
     words = full.split()
     assert len(words) > 3
     stop_word = words[2]
     cut = SamplingParams(max_tokens=40, temperature=0, stop=(stop_word,))
-    stopped = await generate(engine, engine.prepare(QUESTION, cut), cut, "demo@v1")
+    stopped = await generate(engine, engine.prepare(QUESTION, cut), cut, None)
     assert stopped.finish_reason == "stop"
     assert stopped.text == full[: full.index(stop_word)]
 
