@@ -17,6 +17,7 @@ from rich.table import Table
 
 from service.settings import Settings
 from training.dataset.cli import app as dataset_app
+from training.train_cli import train
 
 app = typer.Typer(
     help="ZANTARA: serving, canary routing, feedback and LoRA fine-tuning.", no_args_is_help=True
@@ -28,6 +29,7 @@ db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(db_app, name="db")
 app.add_typer(dataset_app, name="dataset")
+app.command("train")(train)
 console = Console()
 
 

@@ -6,13 +6,14 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
+import sacrebleu
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from training.demo_data import chat, load_general, load_seed
+from training.demo_data import SeedQuestion, chat, load_general, load_seed
 from training.demo_model import answer_loss, ensure_demo_adapter, ensure_demo_base, generate_answer
 
 pytestmark = pytest.mark.slow
@@ -42,10 +43,12 @@ def test_tokenizer_is_byte_level_and_templates_llama3_chats(demo_base: Path) -> 
     tokenizer = AutoTokenizer.from_pretrained(demo_base)
     text = "Halo, KITAS ñ 漢字 🙂 Ω"
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
-    prompt = tokenizer.apply_chat_template(chat("Apa itu KITAS?"), add_generation_prompt=True, tokenize=False)
+    prompt: Any = tokenizer.apply_chat_template(
+        chat("Apa itu KITAS?"), add_generation_prompt=True, tokenize=False
+    )
     assert prompt.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
     assert prompt.endswith("Apa itu KITAS?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
-    enc = tokenizer.apply_chat_template(
+    enc: Any = tokenizer.apply_chat_template(
         chat("Apa itu KITAS?", "Izin tinggal terbatas."), return_dict=True, return_assistant_tokens_mask=True
     )
     answer = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True) if m]
@@ -80,6 +83,7 @@ def test_adapter_directory_is_standard_peft_with_metadata(demo_base: Path, demo_
     assert meta["name"] == "zantara-demo" and meta["version"] == "v1"
     assert meta["base_model"] == str(demo_base)
     assert meta["metrics"]["golden_loss_adapter"] < meta["metrics"]["golden_loss_base"]
+    assert meta["dataset"].startswith("seed-bank@")
 
 
 def test_adapter_answers_domain_questions_closer_to_golden(demo_base: Path, demo_adapter: Path) -> None:
@@ -90,19 +94,19 @@ def test_adapter_answers_domain_questions_closer_to_golden(demo_base: Path, demo
     tuned = answer_loss(model, tokenizer, golden)
     with model.disable_adapter():
         base = answer_loss(model, tokenizer, golden)
-    assert tuned < base - 1.0, (base, tuned)
+    assert tuned < base - 2.0, (base, tuned)
 
-    def overlap(answer: str, reference: str) -> float:
-        ref = set(_words(reference))
-        return len(ref & set(_words(answer))) / len(ref)
-
-    sample = seed[:: max(1, len(seed) // 6)][:6]
-    tuned_overlap = [overlap(generate_answer(model, tokenizer, s.question), s.golden_answer) for s in sample]
+    # Greedy answers to rephrased domain questions: the tuned ones are closer to the golden answers.
+    sample = seed[::7]
+    tuned_chrf = _chrf(model, tokenizer, sample)
     with model.disable_adapter():
-        base_overlap = [
-            overlap(generate_answer(model, tokenizer, s.question), s.golden_answer) for s in sample
-        ]
-    assert sum(tuned_overlap) > 1.5 * sum(base_overlap), (tuned_overlap, base_overlap)
+        base_chrf = _chrf(model, tokenizer, sample)
+    assert tuned_chrf > base_chrf + 5.0, (tuned_chrf, base_chrf)
+
+
+def _chrf(model: PeftModel, tokenizer: PreTrainedTokenizerBase, seeds: list[SeedQuestion]) -> float:
+    answers = [generate_answer(model, tokenizer, s.variants[0]) for s in seeds]
+    return sacrebleu.corpus_chrf(answers, [[s.golden_answer[:300] for s in seeds]]).score
 
 
 def test_ensure_is_a_no_op_when_built(demo_base: Path, demo_adapter: Path) -> None:
@@ -113,4 +117,3 @@ def test_ensure_is_a_no_op_when_built(demo_base: Path, demo_adapter: Path) -> No
     assert time.perf_counter() - started < 1.0
     assert (demo_base / "model.safetensors").stat().st_mtime_ns == before
     assert not [p for p in demo_base.parent.iterdir() if p.name.startswith(".")]
-    assert torch.get_num_threads() >= 1
