@@ -1,4 +1,4 @@
-"""Session fixtures for the training tests: the tiny demo base model and its adapter, built once."""
+"""Training-test names for the session's demo model (built once, by the root conftest's cache)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from training.demo_model import ensure_demo_adapter, ensure_demo_base
+
+@pytest.fixture(scope="session")
+def demo_base(demo_base_path: Path) -> Path:
+    """The demo base model."""
+    return demo_base_path
 
 
 @pytest.fixture(scope="session")
-def demo_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo base model, built into a session temp directory."""
-    return ensure_demo_base(tmp_path_factory.mktemp("models") / "zantara-demo-base", progress=False)
-
-
-@pytest.fixture(scope="session")
-def demo_adapter(demo_base: Path) -> Path:
+def demo_adapter(demo_adapter_path: Path) -> Path:
     """The demo LoRA adapter trained on the seed bank's golden answers."""
-    return ensure_demo_adapter(demo_base, demo_base.parent / "zantara-demo-adapter", progress=False)
+    return demo_adapter_path
