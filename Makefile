@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: install
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/throughput.py
 
 clean:

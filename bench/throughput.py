@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from safetensors.torch import load_file, save_file
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from server import REPO, running_server
 
 QUESTIONS = [
     "Berapa modal minimum untuk mendirikan PT PMA?",
@@ -121,34 +116,18 @@ def main() -> None:
     parser.add_argument("--var-dir", type=Path, default=REPO / "var" / "bench")
     args = parser.parse_args()
     models_dir, adapters_dir = prepare_models(args.var_dir)
-    from tests.postgres import free_port
-
-    port = free_port()
     db_dir = Path(tempfile.mkdtemp(prefix="zantara-bench-"))
     env = {
-        **os.environ,
         "ZANTARA_VAR_DIR": str(db_dir),
         "ZANTARA_MODELS_DIR": str(models_dir),
         "ZANTARA_ADAPTERS_DIR": str(adapters_dir),
-        "ZANTARA_PORT": str(port),
-        "ZANTARA_LOG_LEVEL": "warning",
     }
-    server = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit("server exited")
-            time.sleep(0.3)
-        runs = [asyncio.run(measure(url, args.rounds, args.max_tokens)) for _ in range(args.repeats)]
+        with running_server(env) as server:
+            runs = [
+                asyncio.run(measure(server.url, args.rounds, args.max_tokens)) for _ in range(args.repeats)
+            ]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(db_dir, ignore_errors=True)
     for i, run in enumerate(runs, 1):
         speeds = "  ".join(f"{k} {v:7.1f} tok/s" for k, v in run.items())

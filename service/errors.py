@@ -73,6 +73,23 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
     return 422, "Invalid request: " + "; ".join(parts), param
 
 
+def http_status(exc: Exception) -> int:
+    """The HTTP status the handlers below answer `exc` with (500 for anything unexpected)."""
+    if isinstance(exc, APIError):
+        return exc.status
+    if isinstance(exc, RequestValidationError):
+        return _validation_message(exc)[0]
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code
+    if isinstance(exc, InvalidRequestError):
+        return 400
+    if isinstance(exc, UnknownAdapterError):
+        return 404
+    if isinstance(exc, EngineNotReadyError):
+        return 503
+    return 500
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to the one envelope; nothing reaches the client as a bare 500 page."""
 
@@ -93,15 +110,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidRequestError)
     async def _invalid(_: Request, exc: InvalidRequestError) -> JSONResponse:
-        return error_response(400, str(exc), code=exc.code, param=exc.param)
+        return error_response(http_status(exc), str(exc), code=exc.code, param=exc.param)
 
     @app.exception_handler(UnknownAdapterError)
     async def _unknown_adapter(_: Request, exc: UnknownAdapterError) -> JSONResponse:
-        return error_response(404, str(exc), code="model_not_found", param="model")
+        return error_response(http_status(exc), str(exc), code="model_not_found", param="model")
 
     @app.exception_handler(EngineNotReadyError)
     async def _not_ready(_: Request, exc: EngineNotReadyError) -> JSONResponse:
-        return error_response(503, str(exc), code="model_loading", headers={"Retry-After": "5"})
+        return error_response(http_status(exc), str(exc), code="model_loading", headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

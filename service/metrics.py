@@ -16,7 +16,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "zantara_requests",
-            "Chat completion requests by variant and outcome.",
+            "Chat completion requests by variant and outcome (variant none: refused before routing).",
             ["variant", "status"],
             registry=r,
         )
@@ -63,6 +63,7 @@ class Metrics:
             "zantara_adapters_loaded", "LoRA adapters loaded in the engine.", registry=r
         )
         self.model_ready = Gauge("zantara_model_ready", "1 when the model is loaded and serving.", registry=r)
+        self.requests.labels("none", "rejected")
         for variant in ("base", "tuned"):
             for status in ("ok", "error"):
                 self.requests.labels(variant, status)

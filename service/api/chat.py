@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse
 
 from service.chat import ChatCompletions
-from service.deps import StateDep, require_api_key
+from service.deps import StateDep, get_state, require_api_key
+from service.errors import http_status
 from service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
 
+
+
+class CountedRoute(APIRoute):
+    """Counts the requests refused before generation starts (bad body, auth, unknown model, not ready)
+    in `zantara_requests_total{variant="none"}`: `rejected` for 4xx, `error` for 5xx. Failures during
+    generation are counted by `ChatCompletions` under the variant that served them."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def counted(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                if not getattr(request.state, "generating", False):
+                    status = "rejected" if http_status(exc) < 500 else "error"
+                    get_state(request).metrics.requests.labels("none", status).inc()
+                raise
+
+        return counted
+
+
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+completions = APIRouter(route_class=CountedRoute)
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 422, 503)
 }
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS)
+@completions.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS)
 async def create_chat_completion(
     body: ChatCompletionRequest,
+    request: Request,
     state: StateDep,
     x_zantara_user: Annotated[str | None, Header(max_length=512)] = None,
 ) -> JSONResponse | EventSourceResponse:
@@ -29,11 +56,15 @@ async def create_chat_completion(
     user_key = x_zantara_user or body.user
     service = ChatCompletions(state)
     route, prompt, sampling = service.prepare(body, user_key)
+    request.state.generating = True
     if body.stream:
         events = await service.stream(body, user_key, route, prompt, sampling)
         return EventSourceResponse(events, headers=route.headers(), ping=15)
     completion = await service.complete(body, user_key, route, prompt, sampling)
     return JSONResponse(completion.model_dump(), headers=route.headers())
+
+
+router.include_router(completions)
 
 
 @router.get("/models", response_model=ModelList)

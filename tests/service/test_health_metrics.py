@@ -50,3 +50,21 @@ async def test_metrics_follow_requests_ratings_and_rollout(app_client: httpx.Asy
     assert got[("zantara_adapters_loaded", ())] == 1
     names = {name for name, _ in got}
     assert all(name.startswith("zantara_") for name in names if not name.startswith(("python_", "process_")))
+
+
+async def test_refused_requests_are_counted_apart_from_served_ones(app_client: httpx.AsyncClient) -> None:
+    refused = [
+        await app_client.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        await app_client.post("/v1/chat/completions", json=chat_body(messages=[])),
+        await app_client.post("/v1/chat/completions", json=chat_body(model="no-such-model")),
+        await app_client.post("/v1/chat/completions", json=chat_body(max_tokens=10**9)),
+    ]
+    assert [r.status_code for r in refused] == [400, 422, 404, 400]
+    await app_client.get("/v1/models")
+    got = samples((await app_client.get("/metrics")).text)
+    assert got[("zantara_requests_total", (("status", "rejected"), ("variant", "none")))] == 4
+    for variant in ("base", "tuned"):
+        for status in ("ok", "error"):
+            assert got[("zantara_requests_total", (("status", status), ("variant", variant)))] == 0
