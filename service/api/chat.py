@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
@@ -16,13 +16,12 @@ from service.errors import http_status
 from service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
 
 
-
 class CountedRoute(APIRoute):
     """Counts the requests refused before generation starts (bad body, auth, unknown model, not ready)
     in `zantara_requests_total{variant="none"}`: `rejected` for 4xx, `error` for 5xx. Failures during
     generation are counted by `ChatCompletions` under the variant that served them."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def counted(request: Request) -> Response:
