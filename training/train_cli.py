@@ -18,15 +18,15 @@ DEMO_BASE = Path("var/models/zantara-demo-base")
 def train(
     dataset: Annotated[Path, typer.Option(help="Dataset directory from `zantara dataset build`.")],
     base_model: Annotated[
-        str | None, typer.Option(help="Base model path or hub id [default: the demo base, built if missing].")
+        str | None, typer.Option(help="Base model path or hub id (default: the demo base, built if missing).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Adapter directory [default: var/adapters/NAME/VERSION].")
+        Path | None, typer.Option(help="Adapter directory (default: var/adapters/NAME/VERSION).")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Adapter name [default: zantara].")] = None,
-    version: Annotated[str | None, typer.Option(help="Adapter version [default: the next vN].")] = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name (default: zantara).")] = None,
+    version: Annotated[str | None, typer.Option(help="Adapter version (default: the next vN).")] = None,
     preset: Annotated[
-        str | None, typer.Option(help="conservative, balanced or aggressive [default: by dataset size].")
+        str | None, typer.Option(help="conservative, balanced or aggressive (default: by dataset size).")
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML file of config fields (options override it).")
@@ -40,14 +40,14 @@ def train(
         int | None, typer.Option(help="Gradient accumulation steps (overrides the preset).")
     ] = None,
     general_ratio: Annotated[
-        float | None, typer.Option(help="Share of general Indonesian chats [0.2].")
+        float | None, typer.Option(help="Share of general Indonesian chats (default 0.2).")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N steps.")] = None,
     qlora: Annotated[
         bool | None, typer.Option("--qlora", help="Load the base in 4 bits (CUDA, bitsandbytes).")
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="auto, peft or unsloth [default: auto].")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, peft or unsloth (default: auto).")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume", help="Continue from the last checkpoint.")
     ] = None,
