@@ -96,6 +96,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         for log in trainer.state.log_history
         if "eval_loss" in log
     ]
+    trainer.remove_callback(stopper)  # the evaluations below must not count as patience
     best = trainer.evaluate()
     with model.disable_adapter():
         base = trainer.evaluate(metric_key_prefix="base")

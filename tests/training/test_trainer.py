@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from typer.testing import CliRunner
 
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import admin_headers, running
 from training.backends import BackendError, Environment, select_backend
 from training.demo_data import chat, load_seed
 from training.demo_model import answer_loss
@@ -198,21 +202,30 @@ def test_output_directory_metadata_and_jsonl_log(trained: TrainResult, demo_base
 
 
 @pytest.mark.slow
-async def test_saved_adapter_loads_into_the_serving_engine(trained: TrainResult, demo_base: Path) -> None:
-    from service.engines.base import AdapterInfo, SamplingParams, generate
-    from service.engines.hf import HFEngine
-
-    engine = HFEngine(str(demo_base), batch_window_s=0.01)
-    await engine.start()
-    try:
-        await engine.load_adapter(AdapterInfo("zantara", "v1", str(trained.adapter_dir)))
-        sampling = SamplingParams(max_tokens=12, temperature=0)
-        prompt = engine.prepare([{"role": "user", "content": load_seed()[0].question}], sampling)
-        tuned = await generate(engine, prompt, sampling, "zantara@v1")
-        base = await generate(engine, prompt, sampling, None)
-    finally:
-        await engine.close()
-    assert tuned.text and tuned.text != base.text
+async def test_trained_adapter_is_served_as_the_tuned_variant(
+    trained: TrainResult, settings_factory: Callable[..., Settings]
+) -> None:
+    # A running service loads the new adapter without a restart, and the router sends users to it.
+    question = {"role": "user", "content": load_seed()[0].question}
+    async with running(create_app(settings_factory())) as client:
+        key = {"name": "zantara", "version": "v1", "path": str(trained.adapter_dir)}
+        loaded = await client.post("/admin/adapters", headers=admin_headers(), json=key)
+        assert loaded.status_code == 201, loaded.text
+        change = {"percentage": 100, "adapter": "zantara@v1", "reason": "new adapter"}
+        assert (await client.put("/admin/rollout", headers=admin_headers(), json=change)).status_code == 200
+        served = {}
+        for model in ("zantara", "zantara-demo-base"):
+            body = {"model": model, "user": "u-1", "messages": [question], "max_tokens": 12, "temperature": 0}
+            response = await client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            served[model] = (
+                response.headers["X-Zantara-Variant"],
+                response.headers.get("X-Zantara-Adapter"),
+                response.json()["choices"][0]["message"]["content"],
+            )
+    assert served["zantara"][:2] == ("tuned", "zantara@v1")
+    assert served["zantara-demo-base"][:2] == ("base", None)
+    assert served["zantara"][2] != served["zantara-demo-base"][2]
 
 
 @pytest.mark.slow
