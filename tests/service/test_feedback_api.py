@@ -11,7 +11,7 @@ from tests.service.helpers import assert_error, chat_body, row_counts
 
 
 async def _answer_id(client: httpx.AsyncClient, **extra: object) -> str:
-    response = await client.post("/v1/chat/completions", json=chat_body(max_tokens=4, **extra))
+    response = await client.post("/v1/chat/completions", json={**chat_body(max_tokens=4), **extra})
     return str(response.json()["id"])
 
 
