@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 from collections.abc import AsyncGenerator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,8 @@ from service.engines.base import (
 from service.engines.batch import BASE_ADAPTER, RunningBatch, Sequence
 
 log = logging.getLogger(__name__)
+
+_MIXED = "__mixed__"  # PEFT mode of a batch whose rows use different adapters
 
 
 def pick_device(setting: str) -> torch.device:
@@ -65,6 +66,7 @@ class HFEngine:
         self._prefill_token_budget = prefill_token_budget
         self._torch_threads = torch_threads
         self._model: Any = None
+        self._peft_mode: str | None = None  # what `_switch_peft_mode` last set up; None: unknown
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._context = 0
@@ -332,28 +334,43 @@ class HFEngine:
             ).eval()
         self._adapters[info.key] = info
         self._internal_names[info.key] = internal
+        self._peft_mode = None  # loading may change the active adapter and the layers' state
         log.info("loaded adapter %s from %s", info.key, info.path)
 
     def _unload_now(self, key: str) -> None:
         self._model.delete_adapter(self._internal_names.pop(key))
         del self._adapters[key]
+        self._peft_mode = None
         log.info("unloaded adapter %s", key)
 
     def _forward(self, sequences: list[Sequence], **inputs: Any) -> torch.Tensor:
         """One forward pass choosing the cheapest PEFT path: all base, one adapter, or mixed."""
-        names = {s.adapter for s in sequences}
-        context: Any = nullcontext()
         if hasattr(self._model, "disable_adapter"):
-            if names == {BASE_ADAPTER}:
-                context = self._model.disable_adapter()
-            elif len(names) == 1:
-                self._model.set_adapter(names.pop())
-            else:
+            names = {s.adapter for s in sequences}
+            mode = names.pop() if len(names) == 1 else _MIXED
+            self._switch_peft_mode(mode)
+            if mode == _MIXED:
                 inputs["adapter_names"] = [s.adapter for s in sequences]
         inputs[self._cache_kwarg] = inputs.pop("past_key_values")
-        with context:
-            out = self._model(**inputs, use_cache=True, logits_to_keep=1)
+        out = self._model(**inputs, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :]
+
+    def _switch_peft_mode(self, mode: str) -> None:
+        """Turn the LoRA layers off (all rows base), onto one adapter, or on for a mixed batch.
+
+        Only on a change: each switch walks every LoRA layer, which costs as much as a decode step of
+        this small model when done per step (as `disable_adapter()` as a context would)."""
+        if mode == self._peft_mode:
+            return
+        tuner = self._model.base_model
+        if mode == BASE_ADAPTER:
+            tuner.disable_adapter_layers()
+        else:
+            if self._peft_mode in (None, BASE_ADAPTER):
+                tuner.enable_adapter_layers()
+            if mode != _MIXED:
+                self._model.set_adapter(mode)
+        self._peft_mode = mode
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
