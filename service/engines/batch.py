@@ -115,6 +115,7 @@ class RunningBatch:
 
     def admit(self, newcomers: list[Sequence], forward: Callable[..., Any]) -> None:
         """Prefill `newcomers` together, sample their first token and merge them into the batch."""
+        newcomers = sorted(newcomers, key=lambda s: s.adapter)
         width = max(len(s.prompt_ids) for s in newcomers)
         ids = torch.full((len(newcomers), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(newcomers), width), dtype=torch.long)
@@ -193,6 +194,30 @@ class RunningBatch:
             mine.values = torch.cat([mine.values, theirs.values], dim=0)
         self._mask = torch.cat([self._mask, mask], dim=0)
         self.sequences.extend(newcomers)
+        self._group_by_adapter()
+
+    def _group_by_adapter(self) -> None:
+        """Reorder the rows so each adapter's rows are contiguous (LoRA then applies to slices)."""
+        order = sorted(range(len(self.sequences)), key=lambda i: self.sequences[i].adapter)
+        if order == list(range(len(self.sequences))):
+            return
+        assert self._cache is not None and self._mask is not None
+        index = torch.tensor(order, device=self._device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        self.sequences = [self.sequences[i] for i in order]
+
+
+def adapter_slices(sequences: list[Sequence]) -> list[tuple[str, int, int]] | None:
+    """`(adapter, start, stop)` for each run of rows on one adapter, or None when an adapter's rows
+    are not contiguous."""
+    runs: list[tuple[str, int, int]] = []
+    for row, seq in enumerate(sequences):
+        if runs and runs[-1][0] == seq.adapter:
+            runs[-1] = (seq.adapter, runs[-1][1], row + 1)
+        else:
+            runs.append((seq.adapter, row, row + 1))
+    return runs if len({name for name, _, _ in runs}) == len(runs) else None
 
 
 def _left_pad(cache: DynamicCache, columns: int) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from service.engines.base import (
@@ -16,6 +17,7 @@ from service.engines.base import (
     UnknownAdapterError,
     generate,
 )
+from service.engines.batch import Sequence, adapter_slices
 from service.engines.hf import HFEngine
 
 QUESTION = [{"role": "user", "content": "Berapa modal minimum untuk mendirikan PT PMA?"}]
@@ -67,6 +69,46 @@ async def test_mixed_batch_gives_the_same_answers_as_one_at_a_time(engine: HFEng
     # batched: far fewer forward steps than 6 requests x 24 tokens
     assert engine.steps - steps_before <= 30
     assert len({alone[0], alone[1], alone[2]}) == 3, "base and the two adapters must answer differently"
+
+
+async def test_lora_on_adapter_slices_matches_peft_adapter_names(engine: HFEngine) -> None:
+    # Mixed batches apply LoRA on each adapter's contiguous rows; PEFT's adapter_names path must agree.
+    jobs = [
+        (GENERAL, "other@v1"),
+        (QUESTION, None),
+        (QUESTION, "demo@v1"),
+        (GENERAL, None),
+        (QUESTION, "other@v1"),
+    ]
+    assert engine._slices_supported
+    sliced = await asyncio.gather(*(answer(engine, m, a) for m, a in jobs))
+    engine._slices_supported = False
+    try:
+        peft = await asyncio.gather(*(answer(engine, m, a) for m, a in jobs))
+    finally:
+        engine._slices_supported = True
+    assert sliced == peft
+
+
+def test_adapter_slices_need_contiguous_rows() -> None:
+    rows = [
+        Sequence.create(
+            prompt_ids=[1],
+            adapter=name,
+            max_tokens=1,
+            temperature=0,
+            top_p=1,
+            stop=(),
+            seed=None,
+            tokenizer=None,
+            eos_ids=frozenset(),
+            device=torch.device("cpu"),
+            emit=lambda _: None,
+        )
+        for name in ("__base__", "__base__", "a1", "a2", "a2")
+    ]
+    assert adapter_slices(rows) == [("__base__", 0, 2), ("a1", 2, 3), ("a2", 3, 5)]
+    assert adapter_slices([rows[2], rows[0], rows[3], rows[1]]) is None
 
 
 async def test_requests_joining_a_running_batch_are_not_disturbed(engine: HFEngine) -> None:
