@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from fastapi import FastAPI
 
 from service.app import DEMO_ADAPTER, create_app
 from service.settings import Settings
-from tests.postgres import fresh_database, postgres_server
+from tests.postgres import fresh_database, session_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,12 +64,8 @@ def demo_adapter_path(demo_dirs: tuple[Path, Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server for the session: `ZANTARA_TEST_POSTGRES_URL`, or a throw-away one."""
-    existing = os.environ.get("ZANTARA_TEST_POSTGRES_URL")
-    if existing:
-        yield existing
-        return
-    with postgres_server() as url:
+    """A PostgreSQL server for the session (see `tests.postgres.session_server`)."""
+    with session_server() as url:
         yield url
 
 

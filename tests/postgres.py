@@ -1,11 +1,15 @@
 """A throw-away PostgreSQL server for the test session (no server runs on these machines).
 
 As root, PostgreSQL refuses to start, so it runs as the `postgres` user with data and socket in a
-folder that user owns. `ZANTARA_TEST_POSTGRES_URL` points the tests at an existing server instead.
+folder that user owns. `initdb`/`pg_ctl` come from `PATH` or Debian's `/usr/lib/postgresql/N/bin`.
+`ZANTARA_TEST_POSTGRES_URL` points the tests at an existing server instead; without it and without
+those programs, a server already listening on 127.0.0.1:5432 (user `postgres`) is used. With none of
+these the tests fail, never skip.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
+
+LOCAL_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:
@@ -34,22 +40,62 @@ def _run_as_postgres(args: list[str]) -> None:
         raise RuntimeError(f"{' '.join(args[:1])} failed ({result.returncode}):\n{result.stdout}")
 
 
+def _program(name: str) -> str | None:
+    """`name` from PATH, else from the newest `/usr/lib/postgresql/N/bin` (Debian keeps them there)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+    return max(candidates, key=lambda path: int(Path(path).parts[-3]), default=None)
+
+
+def _local_server() -> str | None:
+    """`LOCAL_SERVER` when a PostgreSQL on 127.0.0.1:5432 accepts the `postgres` user, else None."""
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3").close()
+    except psycopg.Error:
+        return None
+    return LOCAL_SERVER
+
+
+@contextmanager
+def session_server() -> Iterator[str]:
+    """The server the test session uses: `ZANTARA_TEST_POSTGRES_URL`, a throw-away one, or the one
+    on 127.0.0.1:5432; raises (the tests fail) when there is none."""
+    existing = os.environ.get("ZANTARA_TEST_POSTGRES_URL")
+    if existing:
+        yield existing
+        return
+    if _program("initdb") and _program("pg_ctl"):
+        with postgres_server() as url:
+            yield url
+        return
+    local = _local_server()
+    if local is None:
+        raise RuntimeError(
+            "No PostgreSQL for the tests: install PostgreSQL 15 (initdb/pg_ctl), run one on "
+            "127.0.0.1:5432, or set ZANTARA_TEST_POSTGRES_URL"
+        )
+    yield local
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Start PostgreSQL in a fresh folder the `postgres` user owns; yield its URL; stop and remove it."""
-    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
-        raise RuntimeError("PostgreSQL's initdb/pg_ctl are not on PATH: install PostgreSQL 15 (see README)")
+    initdb, pg_ctl = _program("initdb"), _program("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise RuntimeError("PostgreSQL's initdb/pg_ctl are not installed: install PostgreSQL 15 (see README)")
     root = Path(tempfile.mkdtemp(prefix="zantara-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     data, port = root / "data", free_port()
-    _run_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
+    _run_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    _run_as_postgres(["pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o", options, "start"])
+    _run_as_postgres([pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o", options, "start"])
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        _run_as_postgres(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"])
+        _run_as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"])
         shutil.rmtree(root, ignore_errors=True)
 
 
