@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
+from server import REPO  # noqa: F401 - puts the repository on sys.path
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from training.demo_model import LORA
 
 SIZES = ((192, 512), (256, 688), (384, 1024))  # (hidden, intermediate); the demo model is the first
 MIXED = ["__base__"] * 8 + ["a1"] * 4 + ["a2"] * 4
@@ -33,11 +36,7 @@ def two_adapter_model(hidden: int, intermediate: int) -> Any:
         num_attention_heads=4,
         num_key_value_heads=2,
     )
-    lora = LoraConfig(
-        r=16,
-        lora_alpha=32,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    )
+    lora = LoraConfig(**LORA)
     model = get_peft_model(LlamaForCausalLM(config).eval(), lora, adapter_name="a1")
     model.add_adapter("a2", lora)
     return model.eval()

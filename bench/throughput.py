@@ -48,7 +48,6 @@ LLAMA_7M: dict[str, Any] = {
     "num_key_value_heads": 2,
     "tie_word_embeddings": False,
 }
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,7 @@ def prepare_llama_7m(root: Path) -> Served:
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from service.settings import Settings
+    from training.demo_model import LORA
 
     base, adapters = root / "llama-7m", root / "llama-7m-adapters"
     paths = (adapters / "a1" / "v1", adapters / "a2" / "v1")
@@ -119,7 +119,7 @@ def prepare_llama_7m(root: Path) -> Served:
         tokenizer.save_pretrained(base)
         for i, path in enumerate(paths):
             torch.manual_seed(1 + i)
-            lora = LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, init_lora_weights=False)
+            lora = LoraConfig(**LORA, init_lora_weights=False)
             get_peft_model(LlamaForCausalLM.from_pretrained(base), lora).save_pretrained(str(path))
     env = {"ZANTARA_BASE_MODEL": str(base), "ZANTARA_ADAPTERS_DIR": str(adapters)}
     return Served(env, base, str(base), ("a1@v1", "a2@v1"), paths)

@@ -204,7 +204,7 @@ def _sft_config(config: TrainConfig, checkpoints: Path, eval_steps: int, *, cuda
         gradient_accumulation_steps=settings.grad_accum,
         learning_rate=settings.learning_rate,
         weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # below 1 transformers reads it as a share of the steps
         lr_scheduler_type="cosine",
         eval_strategy="steps",
         eval_steps=eval_steps,

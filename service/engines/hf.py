@@ -380,8 +380,8 @@ class HFEngine:
         return output
 
     def _reset_peft_mode(self) -> None:
-        """After a load or unload: the layers and active adapter changed, so the next batch sets its
-        mode afresh, and slice hooks are put back on the new set of layers."""
+        """After a load or unload the layers and the active adapter changed: drop the slice hooks and
+        let the next batch set its mode afresh (hooks then go on the current set of layers)."""
         self._remove_slice_hooks()
         self._peft_mode = None
         self._check_slices_support()

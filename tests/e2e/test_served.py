@@ -4,10 +4,8 @@ plain HTTP and the `zantara rollout` command, on PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import httpx
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
-from tests.postgres import free_port
+from tests.served import running_server
 
 API_KEY = "sk-test-backend-chat"
 ADMIN = "e2e-admin-token-0123456789"
@@ -27,10 +25,8 @@ def served(
 ) -> Iterator[str]:
     from tests.postgres import fresh_database
 
-    port = free_port()
     with fresh_database(postgres_url) as database_url:
         env = {
-            **os.environ,
             "ZANTARA_VAR_DIR": str(tmp_path_factory.mktemp("var")),
             "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
             "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
@@ -38,31 +34,9 @@ def served(
             "ZANTARA_API_KEYS": API_KEY,
             "ZANTARA_ADMIN_TOKEN": ADMIN,
             "ZANTARA_ROLLOUT_CACHE_S": "0",
-            "ZANTARA_PORT": str(port),
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "service did not become ready"
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with running_server(env, timeout_s=120) as server:
+            yield server.url
 
 
 def test_openai_sdk_plain_and_streaming(served: str) -> None:

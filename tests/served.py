@@ -1,0 +1,76 @@
+"""Run `python -m service serve` as its own process on a free port until `/readyz` says ready.
+
+Used by the end-to-end tests and by the benchmarks under `bench/`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from tests.postgres import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running service: its base URL and the seconds from process start to ready."""
+
+    url: str
+    ready_s: float
+
+
+@contextmanager
+def running_server(env: dict[str, str], *, timeout_s: float = 600) -> Iterator[Server]:
+    """Run the service with `env` (ZANTARA_* settings over this process's environment) on a free port
+    until the block ends; raise with the server's output when it exits or is not ready in time."""
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            env={**os.environ, "ZANTARA_LOG_LEVEL": "warning", **env, "ZANTARA_PORT": str(port)},
+            cwd=REPO,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(server, url, started + timeout_s, output)
+            yield Server(url, time.perf_counter() - started)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _wait_ready(server: subprocess.Popen[str], url: str, deadline: float, output: IO[str]) -> None:
+    # One reused client: a fresh httpx.get per poll builds an SSL context each time, and that CPU is
+    # taken from the model build on a 2-core machine.
+    with httpx.Client(timeout=2) as client:
+        while True:
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.perf_counter() > deadline:
+                output.seek(0)
+                state = (
+                    f"exited with status {server.returncode}"
+                    if server.returncode is not None
+                    else "not ready"
+                )
+                raise RuntimeError(f"the service {state}; its output:\n{output.read()[-4000:]}")
+            time.sleep(0.2)
