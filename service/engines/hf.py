@@ -1,9 +1,10 @@
 """transformers + PEFT engine: one base model, many LoRA adapters, continuous mixed batches.
 
 A single worker thread owns the model. It admits new requests between decode steps, runs one
-forward pass per step for every running sequence (PEFT's `adapter_names` lets base and adapter rows
-share it), and applies adapter loads and unloads between steps, so nothing is serialised behind a
-lock and adapters change without a restart.
+forward pass per step for every running sequence (base and adapter rows share it: `LoraRows` adds
+each adapter's delta to its own rows, PEFT's `adapter_names` is the fallback), and applies adapter
+loads and unloads between steps, so nothing is serialised behind a lock and adapters change without
+a restart.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from service.engines.base import (
     UnknownAdapterError,
 )
 from service.engines.batch import BASE_ADAPTER, RunningBatch, Sequence, adapter_slices
+from service.engines.lora_rows import LoraRows
 
 log = logging.getLogger(__name__)
 
 _MIXED = "__mixed__"  # PEFT mode of a batch whose rows use different adapters
-_SLICES = "__slices__"  # LoRA layers off, adapters added on contiguous row slices by forward hooks
+_SLICES = "__slices__"  # LoRA layers off, `LoraRows` adds each adapter's delta to its rows
 
 
 def pick_device(setting: str) -> torch.device:
@@ -68,9 +70,8 @@ class HFEngine:
         self._torch_threads = torch_threads
         self._model: Any = None
         self._peft_mode: str | None = None  # what `_switch_peft_mode` last set up; None: unknown
-        self._lora_slices: list[tuple[str, int, int]] = []  # adapter rows of the current `_SLICES` batch
+        self._lora_rows = LoraRows([])
         self._slices_supported = False
-        self._slice_hooks: list[Any] = []
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._context = 0
@@ -350,61 +351,31 @@ class HFEngine:
     def _forward(self, sequences: list[Sequence], **inputs: Any) -> torch.Tensor:
         """One forward pass choosing the cheapest PEFT path: all base, one adapter, or mixed.
 
-        A mixed batch whose rows are grouped by adapter (`RunningBatch` keeps them so) runs with the
-        LoRA layers off and `_add_lora_slices` adding each adapter's delta to its rows' slice; other
-        mixed batches use PEFT's `adapter_names`."""
+        A mixed batch whose rows are grouped by adapter, base rows first (`RunningBatch` keeps them
+        so), runs with the LoRA layers off and `LoraRows` adding each adapter's delta to its rows;
+        other mixed batches use PEFT's `adapter_names`."""
         inputs[self._cache_kwarg] = inputs.pop("past_key_values")
         if hasattr(self._model, "disable_adapter"):
             names = {s.adapter for s in sequences}
             if len(names) == 1:
                 self._switch_peft_mode(names.pop())
-            elif self._slices_supported and (slices := adapter_slices(sequences)) is not None:
+            elif self._slices_supported and (runs := _adapter_runs(sequences)) is not None:
                 self._switch_peft_mode(_SLICES)
-                self._lora_slices = [run for run in slices if run[0] != BASE_ADAPTER]
+                self._lora_rows.set_rows(runs)
             else:
                 self._switch_peft_mode(_MIXED)
                 inputs["adapter_names"] = [s.adapter for s in sequences]
         return self._model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
 
-    def _add_lora_slices(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        """Forward hook of each LoRA linear layer in `_SLICES` mode: add `B(A(x)) * scaling` of every
-        adapter in `_lora_slices` to that adapter's rows. The same sum PEFT's `adapter_names` path
-        computes, without its per-layer index lists, gathers and scatters (about 25% of a mixed step
-        on the demo-sized models, `bench/peft_step.py`)."""
-        x = args[0]
-        for name, start, stop in self._lora_slices:
-            if name in module.lora_A:
-                part = x[start:stop].to(module.lora_A[name].weight.dtype)
-                delta = module.lora_B[name](module.lora_A[name](part)) * module.scaling[name]
-                output[start:stop] += delta.to(output.dtype)
-        return output
-
     def _reset_peft_mode(self) -> None:
         """After a load or unload the layers and the active adapter changed: drop the slice hooks and
         let the next batch set its mode afresh (hooks then go on the current set of layers)."""
-        self._remove_slice_hooks()
-        self._peft_mode = None
-        self._check_slices_support()
-
-    def _remove_slice_hooks(self) -> None:
-        for handle in self._slice_hooks:
-            handle.remove()
-        self._slice_hooks = []
-
-    def _lora_layers(self) -> list[Any]:
-        """Every PEFT LoRA layer of the model (empty before the first adapter)."""
         from peft.tuners.lora import LoraLayer
 
-        return [m for m in self._model.modules() if isinstance(m, LoraLayer)]
-
-    def _check_slices_support(self) -> None:
-        """The slice path serves plain LoRA on linear layers only (no DoRA or other variants)."""
-        from peft.tuners.lora import Linear as LoraLinear
-
-        self._slices_supported = all(
-            isinstance(layer, LoraLinear) and not getattr(layer, "lora_variant", None)
-            for layer in self._lora_layers()
-        )
+        self._lora_rows.detach()
+        self._lora_rows = LoraRows([m for m in self._model.modules() if isinstance(m, LoraLayer)])
+        self._slices_supported = self._lora_rows.supported
+        self._peft_mode = None
 
     def _switch_peft_mode(self, mode: str) -> None:
         """Set the LoRA layers up for a batch: off (all rows base), one adapter, PEFT's mixed path, or
@@ -415,20 +386,28 @@ class HFEngine:
         left on a layer slows every forward through it."""
         if mode == self._peft_mode:
             return
-        self._remove_slice_hooks()
+        self._lora_rows.detach()
         tuner = self._model.base_model
         if mode in (BASE_ADAPTER, _SLICES):
             if self._peft_mode not in (BASE_ADAPTER, _SLICES):
                 tuner.disable_adapter_layers()
             if mode == _SLICES:
-                layers = self._lora_layers()
-                self._slice_hooks = [layer.register_forward_hook(self._add_lora_slices) for layer in layers]
+                self._lora_rows.attach()
         else:
             if self._peft_mode in (None, BASE_ADAPTER, _SLICES):
                 tuner.enable_adapter_layers()
             if mode != _MIXED:
                 self._model.set_adapter(mode)
         self._peft_mode = mode
+
+
+def _adapter_runs(sequences: list[Sequence]) -> list[tuple[str, int, int]] | None:
+    """The adapter rows of a batch grouped by adapter with base rows first, as `(adapter, start,
+    stop)`; None when the rows are not grouped so."""
+    runs = adapter_slices(sequences)
+    if runs is None or any(name == BASE_ADAPTER for name, _, _ in runs[1:]):
+        return None
+    return [run for run in runs if run[0] != BASE_ADAPTER]
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
