@@ -8,9 +8,11 @@ requests over HTTP three ways, each client sending its next request when its ans
   all-base   16 base requests from 16 concurrent clients, R rounds
 
 Beside it, in the same run and before the server starts, the static reference the engine is judged
-against: PEFT's own `generate()` on the same model and prompts, 16 rows at once with
-`adapter_names` vs one request at a time vs 16 base rows. It prints generated tokens per second and
-the ratios mixed/serial and mixed/all-base of both, median of `--repeats` runs.
+against: PEFT's own `generate()` on the same model and prompts (ZANTARA's system prompt, which the
+service adds, and the question), 16 rows at once with `adapter_names` vs one request at a time vs 16
+base rows. It prints generated tokens per second and the ratios mixed/serial and mixed/all-base of
+both, median of `--repeats` runs. The service prefills the shared system prompt once per adapter
+and then takes it from its prefix cache; `generate()` prefills it for every row.
 
 `--model llama-7m` (default) is a 6.8M-parameter Llama with the demo tokenizer and random weights and
 two random r=16 adapters, the size the targets were set on; random weights rarely end early, so every
@@ -188,9 +190,14 @@ def measure_static(served: Served, max_tokens: int, repeats: int) -> list[dict[s
     model.load_adapter(served.adapter_paths[1], adapter_name="b")
     model.eval()
     names = ["__base__"] * 8 + ["a"] * 4 + ["b"] * 4
+    from training.prompts import ZANTARA_SYSTEM_PROMPT
+
     prompts = [
         tokenizer.apply_chat_template(
-            [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            [
+                {"role": "system", "content": ZANTARA_SYSTEM_PROMPT},
+                {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]},
+            ],
             tokenize=False,
             add_generation_prompt=True,
         )

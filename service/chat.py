@@ -24,6 +24,7 @@ from service.protocol import (
     Choice,
     ChunkChoice,
     DeltaMessage,
+    PromptTokensDetails,
     Usage,
 )
 from service.state import ServiceState
@@ -264,6 +265,7 @@ class ChatCompletions:
         if first is not None:
             metrics.time_to_first_token.labels(route.variant).observe(first - started)
         metrics.prompt_tokens.labels(route.variant).inc(prompt.prompt_tokens)
+        metrics.cached_prompt_tokens.labels(route.variant).inc(last.cached_tokens)
         metrics.generated_tokens.labels(route.variant).inc(last.completion_tokens)
         settings = self._state.settings
         record = InteractionRecord(
@@ -308,4 +310,5 @@ def _usage(prompt: PreparedPrompt, last: Delta) -> Usage:
         prompt_tokens=prompt.prompt_tokens,
         completion_tokens=last.completion_tokens,
         total_tokens=prompt.prompt_tokens + last.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=last.cached_tokens),
     )

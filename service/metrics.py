@@ -37,6 +37,12 @@ class Metrics:
         self.prompt_tokens = Counter(
             "zantara_prompt_tokens", "Prompt tokens processed.", ["variant"], registry=r
         )
+        self.cached_prompt_tokens = Counter(
+            "zantara_cached_prompt_tokens",
+            "Prompt tokens whose keys and values came from the prefix cache (not prefilled again).",
+            ["variant"],
+            registry=r,
+        )
         self.generated_tokens = Counter(
             "zantara_generated_tokens", "Completion tokens generated.", ["variant"], registry=r
         )
@@ -71,6 +77,7 @@ class Metrics:
             self.time_to_first_token.labels(variant)
             self.generated_tokens.labels(variant)
             self.prompt_tokens.labels(variant)
+            self.cached_prompt_tokens.labels(variant)
             self.rating_stars.labels(variant)
             for stars in range(1, 6):
                 self.ratings.labels(variant, str(stars))

@@ -86,12 +86,19 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
+class PromptTokensDetails(BaseModel):
+    """How the prompt tokens were processed."""
+
+    cached_tokens: int = Field(0, description="Prompt tokens taken from the prefix cache.")
+
+
 class Usage(BaseModel):
     """Token accounting."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
 
 class AssistantMessage(BaseModel):

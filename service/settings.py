@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for the hf engine; 0: torch's default."
     )
+    prefix_cache_tokens: int = Field(
+        4096,
+        ge=0,
+        description="Prompt-prefix keys and values the hf engine keeps for reuse (tokens); 0: off.",
+    )
     inject_system_prompt: bool = Field(True, description="Add ZANTARA's system prompt when none is sent.")
 
     default_rollout_percentage: float = Field(20.0, ge=0, le=100)

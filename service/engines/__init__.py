@@ -18,5 +18,6 @@ def create_engine(settings: Settings, model_path: str) -> Engine:
             batch_window_s=settings.batch_window_s,
             default_max_tokens=settings.default_max_tokens,
             torch_threads=settings.torch_threads,
+            prefix_cache_tokens=settings.prefix_cache_tokens,
         )
     raise ValueError(f"ZANTARA_ENGINE={settings.engine!r} is not available in this release; use 'hf'.")

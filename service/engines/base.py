@@ -58,11 +58,13 @@ class PreparedPrompt:
 
 @dataclass
 class Delta:
-    """A piece of streamed output. `finish_reason` is set on the last one only."""
+    """A piece of streamed output. `finish_reason` is set on the last one only; `cached_tokens`
+    counts the prompt tokens whose keys and values came from the prefix cache."""
 
     text: str
     completion_tokens: int
     finish_reason: str | None = None
+    cached_tokens: int = 0
 
 
 @dataclass

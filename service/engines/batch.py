@@ -3,7 +3,8 @@
 One `RunningBatch` holds every sequence being decoded, whatever adapter it uses. New sequences are
 prefilled and merged into the running batch between decode steps (their KV caches left-padded to a
 common length), finished ones are dropped, so requests arriving on their own share forward passes
-instead of waiting for each other.
+instead of waiting for each other. A prompt's prefix already computed for an earlier request (the
+system prompt, the conversation so far) comes from the `PrefixCache` instead of being prefilled again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from transformers import DynamicCache
 
 from service.engines.base import Delta
 from service.engines.decoding import TextAssembler, make_generator, sample_token
+from service.engines.prefix_cache import LayerKV, PrefixCache
 
 BASE_ADAPTER = "__base__"
 """PEFT's name for "no adapter" in a mixed batch."""
@@ -40,6 +42,7 @@ class Sequence:
     next_token: int = -1
     length: int = 0
     generated: int = 0
+    cached_tokens: int = 0
     finished: bool = False
 
     @classmethod
@@ -86,7 +89,7 @@ class Sequence:
         elif self.generated >= self.max_tokens:
             self._finish("length", piece)
         elif piece:
-            self.emit(Delta(piece, self.generated))
+            self.emit(Delta(piece, self.generated, cached_tokens=self.cached_tokens))
 
     def fail(self, error: BaseException) -> None:
         """End the sequence with an error delivered to its consumer."""
@@ -96,16 +99,19 @@ class Sequence:
     def _finish(self, reason: str, piece: str = "") -> None:
         self.finished = True
         piece += self.assembler.flush()
-        self.emit(Delta(piece, self.generated, finish_reason=reason))
+        self.emit(Delta(piece, self.generated, finish_reason=reason, cached_tokens=self.cached_tokens))
 
 
 class RunningBatch:
     """The KV cache, attention mask and sequences of everything being decoded now."""
 
-    def __init__(self, model: Any, pad_id: int, device: torch.device) -> None:
+    def __init__(
+        self, model: Any, pad_id: int, device: torch.device, prefix_cache: PrefixCache | None = None
+    ) -> None:
         self._model = model
         self._pad_id = pad_id
         self._device = device
+        self._prefix_cache = prefix_cache if prefix_cache is not None and prefix_cache.enabled else None
         self.sequences: list[Sequence] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
@@ -114,24 +120,49 @@ class RunningBatch:
         return len(self.sequences)
 
     def admit(self, newcomers: list[Sequence], forward: Callable[..., Any]) -> None:
-        """Prefill `newcomers` together, sample their first token and merge them into the batch."""
+        """Prefill `newcomers` together, sample their first token and merge them into the batch.
+
+        Rows are right-aligned. The forward pass computes the last `window` columns, as many as the
+        longest uncached part of a prompt; the columns before come from the prefix cache (each row
+        takes the cached prefix tokens it needs, a row with a shorter uncached part recomputes some
+        of its cached ones)."""
         newcomers = sorted(newcomers, key=lambda s: s.adapter)
-        width = max(len(s.prompt_ids) for s in newcomers)
-        ids = torch.full((len(newcomers), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(newcomers), width), dtype=torch.long)
+        cached = [self._cached_prefix(seq) for seq in newcomers]
+        window = max(len(s.prompt_ids) - _tokens(kv) for s, kv in zip(newcomers, cached, strict=True))
+        used = [max(0, len(s.prompt_ids) - window) for s in newcomers]
+        past = max(used)
+        ids = torch.full((len(newcomers), window), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(newcomers), past + window), dtype=torch.long)
         for row, seq in enumerate(newcomers):
-            ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - len(seq.prompt_ids) :] = 1
+            seq.cached_tokens = used[row]
+            fed = seq.prompt_ids[used[row] :]
+            ids[row, window - len(fed) :] = torch.tensor(fed)
+            mask[row, past + window - len(seq.prompt_ids) :] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        cache = DynamicCache(ddp_cache_data=_left_padded(cached, used, past)) if past else DynamicCache()
         logits = forward(
             newcomers, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache
         )
         for row, seq in enumerate(newcomers):
             seq.accept(logits[row])
+        self._store_prefixes(newcomers, cache)
         self._merge(newcomers, cache, mask)
         self.prune()
+
+    def _cached_prefix(self, seq: Sequence) -> list[LayerKV]:
+        if self._prefix_cache is None:
+            return []
+        return self._prefix_cache.lookup(seq.adapter, seq.prompt_ids)
+
+    def _store_prefixes(self, newcomers: list[Sequence], cache: DynamicCache) -> None:
+        if self._prefix_cache is None:
+            return
+        layers = _layers(cache)
+        for row, seq in enumerate(newcomers):
+            start = -len(seq.prompt_ids)
+            kv = [(layer.keys[row, :, start:], layer.values[row, :, start:]) for layer in layers]
+            self._prefix_cache.store(seq.adapter, seq.prompt_ids, kv)
 
     def step(self, forward: Callable[..., Any]) -> None:
         """Feed every sequence its last sampled token and sample the next one."""
@@ -218,6 +249,26 @@ def adapter_slices(sequences: list[Sequence]) -> list[tuple[str, int, int]] | No
         else:
             runs.append((seq.adapter, row, row + 1))
     return runs if len({name for name, _, _ in runs}) == len(runs) else None
+
+
+def _tokens(kv: list[LayerKV]) -> int:
+    return kv[0][0].shape[1] if kv else 0
+
+
+def _left_padded(cached: list[list[LayerKV]], used: list[int], width: int) -> list[LayerKV]:
+    """Per layer, the batch's keys and values of the first `used[row]` cached tokens of each row,
+    right-aligned in `width` columns (zeros before, masked out)."""
+    sample = next(kv for kv, n in zip(cached, used, strict=True) if n)
+    layers: list[LayerKV] = []
+    for layer, (sample_k, sample_v) in enumerate(sample):
+        keys = sample_k.new_zeros((len(cached), sample_k.shape[0], width, sample_k.shape[2]))
+        values = sample_v.new_zeros((len(cached), sample_v.shape[0], width, sample_v.shape[2]))
+        for row, n in enumerate(used):
+            if n:
+                keys[row, :, width - n :] = cached[row][layer][0][:, :n]
+                values[row, :, width - n :] = cached[row][layer][1][:, :n]
+        layers.append((keys, values))
+    return layers
 
 
 def _left_pad(cache: DynamicCache, columns: int) -> None:

@@ -33,6 +33,7 @@ from service.engines.base import (
 )
 from service.engines.batch import BASE_ADAPTER, RunningBatch, Sequence, adapter_slices
 from service.engines.lora_rows import LoraRows
+from service.engines.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class HFEngine:
         default_max_tokens: int = 256,
         prefill_token_budget: int = 8192,
         torch_threads: int = 0,
+        prefix_cache_tokens: int = 4096,
     ) -> None:
         self._model_path = model_path
         self._device = pick_device(device)
@@ -68,6 +70,7 @@ class HFEngine:
         self._default_max_tokens = default_max_tokens
         self._prefill_token_budget = prefill_token_budget
         self._torch_threads = torch_threads
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
         self._model: Any = None
         self._peft_mode: str | None = None  # what `_switch_peft_mode` last set up; None: unknown
         self._lora_rows = LoraRows([])
@@ -255,7 +258,7 @@ class HFEngine:
         await future
 
     def _run(self) -> None:
-        batch = RunningBatch(self._model, self._pad_id, self._device)
+        batch = RunningBatch(self._model, self._pad_id, self._device, self.prefix_cache)
         with torch.inference_mode():
             while True:
                 newcomers = self._wait_for_work(batch)
@@ -343,7 +346,9 @@ class HFEngine:
         log.info("loaded adapter %s from %s", info.key, info.path)
 
     def _unload_now(self, key: str) -> None:
-        self._model.delete_adapter(self._internal_names.pop(key))
+        internal = self._internal_names.pop(key)
+        self._model.delete_adapter(internal)
+        self.prefix_cache.drop_adapter(internal)
         del self._adapters[key]
         self._reset_peft_mode()
         log.info("unloaded adapter %s", key)

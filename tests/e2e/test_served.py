@@ -73,6 +73,8 @@ def test_openai_sdk_plain_and_streaming(served: str) -> None:
         usage = chunk.usage or usage
     assert "".join(pieces) == pinned.choices[0].message.content
     assert usage is not None and usage.completion_tokens == pinned.usage.completion_tokens  # type: ignore[union-attr]
+    # the system prompt and the question were prefilled for `pinned`: the stream reuses them
+    assert usage.prompt_tokens_details is not None and (usage.prompt_tokens_details.cached_tokens or 0) > 0
 
     rated = httpx.post(
         f"{served}/v1/feedback",

@@ -25,6 +25,7 @@ async def test_routed_answer_is_openai_shaped_and_says_its_variant(app_client: h
     usage = body["usage"]
     assert 0 < usage["completion_tokens"] <= 16
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0}  # the first request: nothing cached
     variant = response.headers["x-zantara-variant"]
     assert variant in {"base", "tuned"}
     assert (response.headers.get("x-zantara-adapter") == DEMO) == (variant == "tuned")
@@ -73,7 +74,12 @@ async def test_streaming_sends_chunks_usage_and_done(app_client: httpx.AsyncClie
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-2]["choices"][0]["finish_reason"] in {"stop", "length"}
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain.json()["usage"]
+    assert chunks[-1]["choices"] == []
+    usage, plain_usage = chunks[-1]["usage"], plain.json()["usage"]
+    # the same prompt again: all its full blocks but the last token's come from the prefix cache
+    assert usage["prompt_tokens_details"]["cached_tokens"] == (plain_usage["prompt_tokens"] - 1) // 16 * 16
+    usage.pop("prompt_tokens_details"), plain_usage.pop("prompt_tokens_details")
+    assert usage == plain_usage
     assert stream_text(payloads) == plain.json()["choices"][0]["message"]["content"]
 
 

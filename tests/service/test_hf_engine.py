@@ -17,8 +17,10 @@ from service.engines.base import (
     UnknownAdapterError,
     generate,
 )
-from service.engines.batch import Sequence, adapter_slices
+from service.engines.batch import RunningBatch, Sequence, adapter_slices
 from service.engines.hf import HFEngine
+from service.engines.prefix_cache import PrefixCache
+from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 QUESTION = [{"role": "user", "content": "Berapa modal minimum untuk mendirikan PT PMA?"}]
 GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
@@ -88,6 +90,102 @@ async def test_lora_on_adapter_slices_matches_peft_adapter_names(engine: HFEngin
     finally:
         engine._slices_supported = True
     assert sliced == peft
+
+
+async def test_prompts_sharing_a_system_prompt_reuse_its_cached_prefix(
+    engine: HFEngine, demo_base_path: Path
+) -> None:
+    # Answers must not depend on whether a prompt's prefix came from the cache: compare with an
+    # engine whose prefix cache is off, on a batch mixing cached and uncached prompts and adapters.
+    system = {"role": "system", "content": ZANTARA_SYSTEM_PROMPT}
+    warm = [([system, *QUESTION], None), ([system, *QUESTION], "demo@v1")]
+    jobs = [
+        ([system, *GENERAL], None),
+        ([system, *GENERAL], "demo@v1"),
+        ([system, *QUESTION], "other@v1"),
+        ([{"role": "system", "content": "Jawab singkat."}, *GENERAL], None),
+        (QUESTION, "demo@v1"),
+    ]
+    for messages, adapter in warm:
+        await answer(engine, messages, adapter)
+    hits_before = engine.prefix_cache.hit_tokens
+    cached = await asyncio.gather(*(answer(engine, m, a) for m, a in jobs))
+    system_tokens = len(engine.prepare([system], GREEDY).token_ids)
+    assert engine.prefix_cache.hit_tokens - hits_before >= 2 * (system_tokens // 16 * 16) > 0
+
+    uncached_engine = HFEngine(str(demo_base_path), batch_window_s=0.01, prefix_cache_tokens=0)
+    await uncached_engine.start()
+    try:
+        for info in engine.adapters():
+            await uncached_engine.load_adapter(info)
+        uncached = await asyncio.gather(*(answer(uncached_engine, m, a) for m, a in jobs))
+        assert uncached_engine.prefix_cache.hit_tokens == 0
+    finally:
+        await uncached_engine.close()
+    assert cached == uncached
+
+
+async def test_unloading_an_adapter_drops_its_cached_prefixes(engine: HFEngine) -> None:
+    await answer(engine, QUESTION, "other@v1")
+    internal = engine._internal_names["other@v1"]
+    assert engine.prefix_cache.lookup(internal, engine.prepare(QUESTION, GREEDY).token_ids)
+    await engine.unload_adapter("other@v1")
+    assert not engine.prefix_cache.lookup(internal, engine.prepare(QUESTION, GREEDY).token_ids)
+
+
+def test_prefilling_on_cached_prefixes_gives_the_same_logits(demo_base_path: Path) -> None:
+    # Greedy answers of the tiny model hardly depend on the system prompt, so compare logits: the
+    # first token's and two decode steps', for rows with and without cached prefixes.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_base_path)
+    model = AutoModelForCausalLM.from_pretrained(demo_base_path).eval()
+    system = {"role": "system", "content": ZANTARA_SYSTEM_PROMPT}
+    texts = [
+        tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+        for m in ([system, *QUESTION], [system, *GENERAL], GENERAL)
+    ]
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+    def run(cache: PrefixCache) -> list[torch.Tensor]:
+        logits: list[torch.Tensor] = []
+
+        def forward(_: object, **inputs: object) -> torch.Tensor:
+            out = model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            logits.append(out)
+            return out
+
+        batch = RunningBatch(model, 0, torch.device("cpu"), cache)
+        with torch.inference_mode():
+            batch.admit([_sequence(prompts[0], tokenizer)], forward)  # fills the cache
+            logits.clear()
+            batch.admit([_sequence(p, tokenizer) for p in prompts], forward)
+            batch.step(forward)
+            batch.step(forward)
+        return logits
+
+    cache = PrefixCache(4096)
+    cached = run(cache)
+    shared = next(i for i, (a, b) in enumerate(zip(prompts[0], prompts[1], strict=False)) if a != b)
+    assert cache.hit_tokens == (len(prompts[0]) - 1) // 16 * 16 + shared // 16 * 16 > 200
+    for with_cache, without in zip(cached, run(PrefixCache(0)), strict=True):
+        assert torch.allclose(with_cache, without, atol=1e-4)
+
+
+def _sequence(prompt_ids: list[int], tokenizer: object) -> Sequence:
+    return Sequence.create(
+        prompt_ids=prompt_ids,
+        adapter="__base__",
+        max_tokens=8,
+        temperature=0,
+        top_p=1,
+        stop=(),
+        seed=None,
+        tokenizer=tokenizer,
+        eos_ids=frozenset(),
+        device=torch.device("cpu"),
+        emit=lambda _: None,
+    )
 
 
 def test_adapter_slices_need_contiguous_rows() -> None:

@@ -1,0 +1,65 @@
+"""`LoraRows` adds each adapter's LoRA delta to its own rows: the same logits as PEFT's mixed batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from service.engines.lora_rows import LoraRows
+
+ROWS = ["__base__", "__base__", "wide", "wide", "wide", "narrow"]
+
+
+@pytest.fixture(scope="module")
+def model() -> PeftModel:
+    """A small random Llama with two random adapters of different ranks on different layers."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    wide = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
+    narrow = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(LlamaForCausalLM(config), wide, adapter_name="wide")
+    peft_model.add_adapter("narrow", narrow)
+    return peft_model.eval()
+
+
+def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftModel) -> None:
+    ids = torch.randint(0, 300, (len(ROWS), 7))
+    with torch.inference_mode():
+        expected = model(input_ids=ids, adapter_names=ROWS).logits
+        rows = LoraRows([m for m in model.modules() if isinstance(m, LoraLayer)])
+        assert rows.supported
+        tuner: Any = model.base_model
+        tuner.disable_adapter_layers()
+        try:
+            base = model(input_ids=ids).logits
+            rows.attach()
+            rows.set_rows([("wide", 2, 5), ("narrow", 5, 6)])
+            mixed = model(input_ids=ids).logits
+            rows.detach()
+            detached = model(input_ids=ids).logits
+        finally:
+            tuner.enable_adapter_layers()
+    assert torch.allclose(mixed, expected, atol=1e-5)
+    assert not torch.allclose(mixed[2:], base[2:], atol=1e-3), "the adapters must change their rows"
+    assert torch.equal(mixed[:2], base[:2])
+    assert torch.equal(detached, base)
+
+
+def test_dora_is_left_to_peft() -> None:
+    config = LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    dora = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
+    assert not LoraRows([m for m in dora.modules() if isinstance(m, LoraLayer)]).supported
