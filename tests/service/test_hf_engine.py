@@ -172,10 +172,11 @@ def test_prefilling_on_cached_prefixes_gives_the_same_logits(demo_base_path: Pat
         assert torch.allclose(with_cache, without, atol=1e-4)
 
 
-def _sequence(prompt_ids: list[int], tokenizer: object) -> Sequence:
+def _sequence(prompt_ids: list[int], tokenizer: object, adapter: str = "__base__") -> Sequence:
+    """A greedy sequence of up to 8 tokens whose output goes nowhere."""
     return Sequence.create(
         prompt_ids=prompt_ids,
-        adapter="__base__",
+        adapter=adapter,
         max_tokens=8,
         temperature=0,
         top_p=1,
@@ -189,22 +190,7 @@ def _sequence(prompt_ids: list[int], tokenizer: object) -> Sequence:
 
 
 def test_adapter_slices_need_contiguous_rows() -> None:
-    rows = [
-        Sequence.create(
-            prompt_ids=[1],
-            adapter=name,
-            max_tokens=1,
-            temperature=0,
-            top_p=1,
-            stop=(),
-            seed=None,
-            tokenizer=None,
-            eos_ids=frozenset(),
-            device=torch.device("cpu"),
-            emit=lambda _: None,
-        )
-        for name in ("__base__", "__base__", "a1", "a2", "a2")
-    ]
+    rows = [_sequence([1], None, name) for name in ("__base__", "__base__", "a1", "a2", "a2")]
     assert adapter_slices(rows) == [("__base__", 0, 2), ("a1", 2, 3), ("a2", 3, 5)]
     assert adapter_slices([rows[2], rows[0], rows[3], rows[1]]) is None
 
