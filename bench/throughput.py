@@ -161,20 +161,25 @@ async def concurrent(
 
 
 async def measure_served(url: str, served: Served, rounds: int, max_tokens: int) -> dict[str, float]:
-    """Tokens/s of serial, mixed@16 and all-base@16 over HTTP."""
+    """Tokens/s of serial, mixed@16 and all-base@16 over HTTP.
+
+    Measured in the order mixed, all-base, serial, all-base, mixed, each concurrent load for
+    `rounds` rounds each time, so that a machine slowly getting faster or slower (common on a shared
+    VM) weighs on the three figures alike instead of skewing the ratios."""
     limits = httpx.Limits(max_connections=64)
     mixed = served.mixed_models()
+    totals = {name: [0, 0.0] for name in ("serial", "mixed", "all-base")}
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await concurrent(client, mixed, 1, 8)  # warm-up
-        results = {}
-        for name, run in (
-            ("serial", serial(client, mixed, max_tokens)),
-            ("mixed", concurrent(client, mixed, rounds, max_tokens)),
-            ("all-base", concurrent(client, [served.base_id] * 16, rounds, max_tokens)),
-        ):
-            tokens, seconds = await run
-            results[name] = tokens / seconds
-        return results
+        for name in ("mixed", "all-base", "serial", "all-base", "mixed"):
+            if name == "serial":
+                tokens, seconds = await serial(client, mixed, max_tokens)
+            else:
+                models = mixed if name == "mixed" else [served.base_id] * 16
+                tokens, seconds = await concurrent(client, models, rounds, max_tokens)
+            totals[name][0] += tokens
+            totals[name][1] += seconds
+    return {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
 
 
 def measure_static(served: Served, max_tokens: int, repeats: int) -> list[dict[str, float]]:
@@ -214,23 +219,27 @@ def measure_static(served: Served, max_tokens: int, repeats: int) -> list[dict[s
         new = out[:, inputs["input_ids"].shape[1] :]
         return int((new != tokenizer.pad_token_id).sum())
 
-    def timed(batches: list[tuple[list[int], list[str]]]) -> float:
+    def timed(batches: list[tuple[list[int], list[str]]]) -> tuple[int, float]:
         start, tokens = time.perf_counter(), 0
         with torch.no_grad():
             for rows, adapter_names in batches:
                 tokens += generate(rows, adapter_names)
-        return tokens / (time.perf_counter() - start)
+        return tokens, time.perf_counter() - start
 
+    loads = {
+        "serial": [([i], [names[i]]) for i in range(16)],
+        "mixed": [(list(range(16)), names)],
+        "all-base": [(list(range(16)), ["__base__"] * 16)],
+    }
     timed([([0], ["__base__"])])  # warm-up
     runs = []
     for _ in range(repeats):
-        runs.append(
-            {
-                "serial": timed([([i], [names[i]]) for i in range(16)]),
-                "mixed": timed([(list(range(16)), names)]),
-                "all-base": timed([(list(range(16)), ["__base__"] * 16)]),
-            }
-        )
+        totals = {name: [0, 0.0] for name in loads}
+        for name in ("mixed", "all-base", "serial", "all-base", "mixed"):  # as `measure_served`
+            tokens, seconds = timed(loads[name])
+            totals[name][0] += tokens
+            totals[name][1] += seconds
+        runs.append({name: tokens / seconds for name, (tokens, seconds) in totals.items()})
     return runs
 
 
