@@ -28,6 +28,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/prefix_cache.py
 	$(BIN)/python bench/peft_step.py
 
 clean:
