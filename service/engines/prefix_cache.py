@@ -2,9 +2,12 @@
 
 Every chat request starts with the same system prompt (and a conversation's next turn with the whole
 conversation so far), so most of a prompt's prefill was already computed for an earlier request.
-Prompts are cut into blocks of `block_size` tokens; a block is stored under the adapter, the hash of
-the blocks before it and its own tokens, so a lookup walks a prompt's blocks while they are stored.
-The adapter is part of the key because LoRA changes the key and value projections.
+Prompts are cut into blocks of `block_size` tokens; a block is stored under the adapter and a digest
+of every token up to its end (BLAKE2b over the previous block's digest and its own tokens), so a
+lookup walks a prompt's blocks while they are stored. The adapter is part of the key because LoRA
+changes the key and value projections. The digest is cryptographic because users share the cache: with
+a fast non-cryptographic hash (Python's `hash()` of tuples is the same in every process) a crafted
+prompt could collide with another user's prefix and have its keys and values served to them.
 
 Least recently used blocks are dropped past `capacity_tokens`. A lookup touches a prompt's blocks
 from its last to its first, so a shared prefix stays more recent than the tails hanging off it and
@@ -13,6 +16,8 @@ is dropped last.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence as Seq
 
@@ -21,7 +26,7 @@ import torch
 LayerKV = tuple[torch.Tensor, torch.Tensor]
 """One layer's keys and values for a run of tokens: `[kv_heads, tokens, head_dim]` each."""
 
-_BlockKey = tuple[str, int, tuple[int, ...]]
+_BlockKey = tuple[str, bytes]
 
 
 class PrefixCache:
@@ -85,11 +90,12 @@ class PrefixCache:
             del self._blocks[key]
 
     def _keys(self, adapter: str, token_ids: Seq[int]) -> list[_BlockKey]:
-        """The key of each full block of `token_ids`, chained through the hash of the previous one."""
+        """The key of each full block of `token_ids`: the adapter and the digest of all tokens up to
+        the block's end, chained through the previous block's digest."""
         keys: list[_BlockKey] = []
-        parent = 0
+        digest = b""
         for start in range(0, len(token_ids) - self.block_size + 1, self.block_size):
-            key = (adapter, parent, tuple(token_ids[start : start + self.block_size]))
-            keys.append(key)
-            parent = hash(key)
+            tokens = array("q", token_ids[start : start + self.block_size]).tobytes()
+            digest = hashlib.blake2b(digest + tokens, digest_size=32).digest()
+            keys.append((adapter, digest))
         return keys
