@@ -2,9 +2,10 @@
 
 As root, PostgreSQL refuses to start, so it runs as the `postgres` user with data and socket in a
 folder that user owns. `initdb`/`pg_ctl` come from `PATH` or Debian's `/usr/lib/postgresql/N/bin`.
-`ZANTARA_TEST_POSTGRES_URL` points the tests at an existing server instead; without it and without
-those programs, a server already listening on 127.0.0.1:5432 (user `postgres`) is used. With none of
-these the tests fail, never skip.
+`ZANTARA_TEST_POSTGRES_URL` points the tests at an existing server instead; without it, when those
+programs are missing or cannot start a server, a server already listening on 127.0.0.1:5432 is used
+(user `PGUSER`, default `postgres`; password from `PGPASSWORD`). With none of these the tests fail,
+never skip.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
-from sqlalchemy.engine import make_url
-
-LOCAL_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from psycopg.conninfo import make_conninfo
+from sqlalchemy.engine import URL, make_url
 
 
 def free_port() -> int:
@@ -50,12 +50,27 @@ def _program(name: str) -> str | None:
 
 
 def _local_server() -> str | None:
-    """`LOCAL_SERVER` when a PostgreSQL on 127.0.0.1:5432 accepts the `postgres` user, else None."""
+    """The URL of a PostgreSQL on 127.0.0.1:5432 that accepts `PGUSER` (default `postgres`), else None."""
+    url = URL.create(
+        "postgresql+psycopg",
+        username=os.environ.get("PGUSER", "postgres"),
+        password=os.environ.get("PGPASSWORD"),
+        host="127.0.0.1",
+        port=5432,
+        database="postgres",
+    )
     try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3").close()
+        psycopg.connect(_conninfo(url), connect_timeout=3).close()
     except psycopg.Error:
         return None
-    return LOCAL_SERVER
+    return url.render_as_string(hide_password=False)
+
+
+def _conninfo(url: URL) -> str:
+    """libpq connection string of a SQLAlchemy URL (password included when it has one)."""
+    return make_conninfo(
+        host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database
+    )
 
 
 @contextmanager
@@ -66,15 +81,21 @@ def session_server() -> Iterator[str]:
     if existing:
         yield existing
         return
-    if _program("initdb") and _program("pg_ctl"):
-        with postgres_server() as url:
-            yield url
-        return
+    failure = "initdb/pg_ctl are not installed"
+    with ExitStack() as stack:
+        if _program("initdb") and _program("pg_ctl"):
+            try:
+                url = stack.enter_context(postgres_server())
+            except RuntimeError as error:
+                failure = str(error)
+            else:
+                yield url
+                return
     local = _local_server()
     if local is None:
         raise RuntimeError(
-            "No PostgreSQL for the tests: install PostgreSQL 15 (initdb/pg_ctl), run one on "
-            "127.0.0.1:5432, or set ZANTARA_TEST_POSTGRES_URL"
+            f"No PostgreSQL for the tests ({failure}): install PostgreSQL 15 (initdb/pg_ctl), run one "
+            "on 127.0.0.1:5432, or set ZANTARA_TEST_POSTGRES_URL"
         )
     yield local
 
@@ -89,9 +110,13 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     data, port = root / "data", free_port()
-    _run_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    _run_as_postgres([pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o", options, "start"])
+    try:
+        _run_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        _run_as_postgres([pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o", options, "start"])
+    except RuntimeError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
@@ -104,7 +129,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
     """Create an empty database on the server for one test; drop it afterwards."""
     url = make_url(server_url)
     name = f"t_{uuid.uuid4().hex[:12]}"
-    conninfo = f"host={url.host} port={url.port} user={url.username} dbname={url.database}"
+    conninfo = _conninfo(url)
     with psycopg.connect(conninfo, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -31,6 +31,10 @@ class LoraRows:
     def __init__(self, layers: list[Any]) -> None:
         """`layers`: the model's PEFT LoRA layers (empty before the first adapter is loaded)."""
         self._layers = layers
+        self._ranks: dict[str, int] = {}  # each adapter's largest rank over the layers
+        for layer in layers:
+            for name, rank in layer.r.items():
+                self._ranks[name] = max(rank, self._ranks.get(name, 0))
         self._hooks: list[Any] = []
         self._stacks: dict[tuple[str, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._current: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -49,11 +53,6 @@ class LoraRows:
             and all(b.bias is None for b in layer.lora_B.values())
             for layer in self._layers
         )
-
-    @property
-    def attached(self) -> bool:
-        """True while the hooks are on the layers."""
-        return bool(self._hooks)
 
     def attach(self) -> None:
         """Put the hooks on the layers. A hook left on a layer slows every forward, so detach them
@@ -78,7 +77,7 @@ class LoraRows:
             return
         names = tuple(dict.fromkeys(name for name, _, _ in slices))
         self._current = self._stacked(names)
-        ranks = [self._rank(name) for name in names]
+        ranks = [self._ranks[name] for name in names]
         offsets = [sum(ranks[:i]) for i in range(len(ranks))]
         self._first_row = min(start for _, start, _ in slices)
         rows = max(stop for _, _, stop in slices) - self._first_row
@@ -89,9 +88,6 @@ class LoraRows:
             rank = ranks[names.index(name)]
             mask[start - self._first_row : stop - self._first_row, :, column : column + rank] = 1
         self._row_mask, self._rows_key = mask, key
-
-    def _rank(self, name: str) -> int:
-        return max(layer.r.get(name, 1) for layer in self._layers)
 
     def _stacked(self, names: tuple[str, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the adapters' A matrices side by side (`[in, R]`) and their B matrices times
@@ -106,7 +102,7 @@ class LoraRows:
         weight = layer.base_layer.weight
         a_parts, b_parts = [], []
         for name in names:
-            rank = self._rank(name)
+            rank = self._ranks[name]
             a = torch.zeros((rank, layer.in_features), dtype=weight.dtype, device=weight.device)
             b = torch.zeros((layer.out_features, rank), dtype=weight.dtype, device=weight.device)
             if name in layer.lora_A:

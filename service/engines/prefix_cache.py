@@ -37,7 +37,6 @@ class PrefixCache:
         self._capacity_blocks = capacity_tokens // block_size
         self._blocks: OrderedDict[_BlockKey, list[LayerKV]] = OrderedDict()
         self.hit_tokens = 0
-        self.miss_tokens = 0
 
     @property
     def enabled(self) -> bool:
@@ -62,7 +61,6 @@ class PrefixCache:
         for key in reversed(keys[: len(found)]):
             self._blocks.move_to_end(key)
         self.hit_tokens += len(found) * self.block_size
-        self.miss_tokens += len(token_ids) - len(found) * self.block_size
         if not found:
             return []
         return [
