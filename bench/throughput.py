@@ -42,6 +42,8 @@ QUESTIONS = [
     "Bagaimana cara membuat nasi goreng yang enak?",
     "Apa bedanya HGB dan hak pakai untuk orang asing?",
 ]
+ORDER = ("mixed", "all-base", "serial", "all-base", "mixed")
+"""The loads of one run, in turn: centred on the same moment, so a machine's drift skews no ratio."""
 LLAMA_7M: dict[str, Any] = {
     "hidden_size": 256,
     "intermediate_size": 768,
@@ -171,7 +173,7 @@ async def measure_served(url: str, served: Served, rounds: int, max_tokens: int)
     totals = {name: [0, 0.0] for name in ("serial", "mixed", "all-base")}
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await concurrent(client, mixed, 1, 8)  # warm-up
-        for name in ("mixed", "all-base", "serial", "all-base", "mixed"):
+        for name in ORDER:
             if name == "serial":
                 tokens, seconds = await serial(client, mixed, max_tokens)
             else:
@@ -235,7 +237,7 @@ def measure_static(served: Served, max_tokens: int, repeats: int) -> list[dict[s
     runs = []
     for _ in range(repeats):
         totals = {name: [0, 0.0] for name in loads}
-        for name in ("mixed", "all-base", "serial", "all-base", "mixed"):  # as `measure_served`
+        for name in ORDER:
             tokens, seconds = timed(loads[name])
             totals[name][0] += tokens
             totals[name][1] += seconds
