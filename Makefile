@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first, from the CPU wheel: letting pip resolve torch itself would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve test lint bench clean
+.PHONY: install browser serve test lint bench clean
 
 $(BIN)/zantara: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ install: $(BIN)/zantara
 serve: install
 	$(BIN)/zantara serve
 
-test: install
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "$(CHROMIUM) is missing and this is not root with apt-get: run 'sudo apt-get install -y chromium' (needed by the browser tests)" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+	test -x $(CHROMIUM)
+
+browser: $(CHROMIUM)
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 lint: install

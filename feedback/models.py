@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 models: interactions, ratings, corrections, rollout state and events, adapters.
+"""SQLAlchemy 2.0 models: interactions, ratings, corrections, rollout state and events, adapters,
+reviewers and blind A/B judgments.
 
 Every schema change here needs an Alembic migration under `migrations/versions/`.
 """
@@ -131,4 +132,80 @@ class AdapterVersion(Base):
     dataset_version: Mapped[str | None] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(32), default="registered")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Reviewer(Base):
+    """A named person who judges answers on the review pages; only a hash of their token is stored."""
+
+    __tablename__ = "reviewers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewerSession(Base):
+    """A signed-in browser: the sha256 of its random session id (the cookie), its reviewer, its expiry."""
+
+    __tablename__ = "reviewer_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ABPair(Base):
+    """A blind A/B item: one question with the base model's and an adapter's answers, and which is which."""
+
+    __tablename__ = "ab_pairs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    question: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(64))
+    register: Mapped[str | None] = mapped_column(String(32))
+    complexity: Mapped[str | None] = mapped_column(String(32))
+    base_model: Mapped[str] = mapped_column(String(200))
+    adapter: Mapped[str] = mapped_column(String(200), index=True)
+    base_answer: Mapped[str] = mapped_column(Text)
+    adapter_answer: Mapped[str] = mapped_column(Text)
+    dataset_version: Mapped[str | None] = mapped_column(String(128))
+    source_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class ABAssignment(Base):
+    """A pair shown to a reviewer, with the order it was shown in (whether the adapter's answer was A)."""
+
+    __tablename__ = "ab_assignments"
+    __table_args__ = (UniqueConstraint("pair_id", "reviewer_id", name="uq_ab_assignment_pair_reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("ab_pairs.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="CASCADE"), index=True)
+    adapter_first: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ABJudgment(Base):
+    """One reviewer's verdict on a pair: which variant won (`base`, `tuned` or `tie`) and 1-10 ratings
+    of each variant's answer, stored by variant so no later step needs the display order."""
+
+    __tablename__ = "ab_judgments"
+    __table_args__ = (UniqueConstraint("pair_id", "reviewer_id", name="uq_ab_judgment_pair_reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("ab_pairs.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="CASCADE"), index=True)
+    winner: Mapped[str] = mapped_column(String(8))
+    adapter_first: Mapped[bool] = mapped_column(Boolean)
+    base_naturalness: Mapped[int] = mapped_column(Integer)
+    base_accuracy: Mapped[int] = mapped_column(Integer)
+    base_completeness: Mapped[int] = mapped_column(Integer)
+    tuned_naturalness: Mapped[int] = mapped_column(Integer)
+    tuned_accuracy: Mapped[int] = mapped_column(Integer)
+    tuned_completeness: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -7,6 +7,7 @@ tuned (never back and forth); requests without a user key are split at random.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 from typing import Literal
 
@@ -40,6 +41,9 @@ def choose_variant(
     return "tuned" if bucket < cut else "base"
 
 
-def hash_user(user_key: str, salt: str) -> str:
-    """The user key as stored: a salted sha256, so logs never hold it in clear."""
-    return hashlib.sha256(f"user:{salt}:{user_key}".encode()).hexdigest()
+def hash_user(user_key: str, key: str) -> str:
+    """The user key as stored: HMAC-SHA256 under a secret key, so logs never hold it in clear and
+    predictable user keys (e-mails, phone numbers) cannot be found again by hashing guesses."""
+    if not key:
+        raise ValueError("hash_user needs a secret key")
+    return hmac.new(key.encode(), user_key.encode(), hashlib.sha256).hexdigest()

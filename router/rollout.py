@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import RolloutEvent, RolloutState, utcnow
@@ -44,9 +45,35 @@ class RolloutStore:
         self._lock = threading.Lock()
 
     def set_default_adapter(self, adapter: str | None) -> None:
-        """The adapter used while the database holds no rollout yet (the newest loaded one)."""
+        """The adapter used while the database holds no rollout yet."""
         self._default = Rollout(self._default.percentage, adapter, None, "default")
         self.invalidate()
+
+    def initialise(self, adapter: str, *, actor: str = "system") -> bool:
+        """Record the default share with `adapter` as the first rollout, audited as `initial`.
+
+        Race-safe across replicas starting together: only the one whose insert creates the row
+        records the event; the others (and every later start) leave the stored rollout alone.
+        Returns whether this call created it.
+        """
+        now = utcnow()
+        with self._sessions.begin() as session:
+            created = _insert_if_absent(session, self._default.percentage, adapter, now, actor)
+            if created:
+                session.add(
+                    RolloutEvent(
+                        created_at=now,
+                        actor=actor,
+                        action="initial",
+                        from_percentage=None,
+                        to_percentage=self._default.percentage,
+                        from_adapter=None,
+                        to_adapter=adapter,
+                        reason="first start without a stored rollout: default share, highest adapter version",
+                    )
+                )
+        self.invalidate()
+        return created
 
     def current(self) -> Rollout:
         """The rollout, from cache when fresh enough, else from the database."""
@@ -76,20 +103,18 @@ class RolloutStore:
         if not 0 <= percentage <= 100:
             raise ValueError(f"percentage must be within 0-100, got {percentage}")
         with self._sessions.begin() as session:
-            row = session.get(RolloutState, STATE_ID, with_for_update=True)
+            # Create the row first if it is missing (a no-op when it exists), then lock it: two first
+            # changes at once serialise on the row instead of both inserting it.
+            default = self._default
+            created = _insert_if_absent(session, default.percentage, default.adapter, utcnow(), "default")
+            row = session.scalars(
+                select(RolloutState).where(RolloutState.id == STATE_ID).with_for_update()
+            ).one()
             before = (
-                self._default
-                if row is None
-                else Rollout(row.percentage, row.adapter, row.updated_at, row.updated_by)
+                default if created else Rollout(row.percentage, row.adapter, row.updated_at, row.updated_by)
             )
             now = utcnow()
-            if row is None:
-                row = RolloutState(
-                    id=STATE_ID, percentage=percentage, adapter=adapter, updated_at=now, updated_by=actor
-                )
-                session.add(row)
-            else:
-                row.percentage, row.adapter, row.updated_at, row.updated_by = percentage, adapter, now, actor
+            row.percentage, row.adapter, row.updated_at, row.updated_by = percentage, adapter, now, actor
             session.add(
                 RolloutEvent(
                     created_at=now,
@@ -109,3 +134,18 @@ class RolloutStore:
         """The latest audit events, newest first."""
         with self._sessions() as session:
             return list(session.scalars(select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)))
+
+
+def _insert_if_absent(
+    session: Session, percentage: float, adapter: str | None, now: datetime, actor: str
+) -> bool:
+    """Insert the rollout row unless it exists (`ON CONFLICT DO NOTHING`); True when this inserted it."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"rollout storage supports PostgreSQL and SQLite, not {dialect}")
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement: postgresql.Insert | sqlite.Insert = insert(RolloutState).values(
+        id=STATE_ID, percentage=percentage, adapter=adapter, updated_at=now, updated_by=actor
+    )
+    inserted = statement.on_conflict_do_nothing(index_elements=[RolloutState.id]).returning(RolloutState.id)
+    return session.execute(inserted).scalar() is not None

@@ -17,13 +17,14 @@ from fastapi import FastAPI
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from router.rollout import RolloutStore
-from service.adapters import discover_adapters, load_and_register
-from service.api import admin, chat, feedback, health
+from service.adapters import discover_adapters, load_and_register, start_rollout
+from service.api import ab_admin, admin, chat, feedback, health, review, review_ab
 from service.engines import create_engine
 from service.errors import install_error_handlers
+from service.limits import install_limits
 from service.metrics import Metrics
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, feedback_writer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ async def bring_up(state: ServiceState) -> None:
             except Exception as error:  # noqa: BLE001 - one broken adapter must not block serving
                 log.error("could not load adapter %s from %s: %s", info.key, info.path, error)
         adapters = state.engine.adapters()
-        state.rollout.set_default_adapter(adapters[-1].key if adapters else None)
+        await start_rollout(state)
         state.startup["ready_s"] = time.perf_counter() - started
         state.started = True
         log.info("ready in %.1fs with adapters %s", state.startup["ready_s"], [a.key for a in adapters])
@@ -72,15 +73,16 @@ async def bring_up(state: ServiceState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create everything the routes use, and tear it down on shutdown."""
     settings: Settings = app.state.settings
-    settings.ensure_admin_token()
+    settings.ensure_secrets()
     url = settings.resolved_database_url
     if settings.migrate_on_start:
         await asyncio.to_thread(upgrade, url)
     database = create_db_engine(url)
     sessions = make_session_factory(database)
+    metrics = Metrics()
     state = ServiceState(
         settings=settings,
-        metrics=Metrics(),
+        metrics=metrics,
         database=database,
         sessions=sessions,
         rollout=RolloutStore(
@@ -88,8 +90,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
         engine=create_engine(settings, _model_path(settings)),
         base_model_id=settings.base_model,
+        feedback=feedback_writer(settings, sessions, metrics),
     )
     app.state.zantara = state
+    await state.feedback.start()
     task = asyncio.create_task(bring_up(state))
     try:
         yield
@@ -98,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with suppress(asyncio.CancelledError):
             await task
         await state.engine.close()
+        await state.feedback.close()
         database.dispose()
 
 
@@ -112,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (chat, feedback, admin, health):
+    install_limits(app, settings)
+    for module in (chat, feedback, admin, health, review, review_ab, ab_admin):
         app.include_router(module.router)
     return app

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import anyio
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from feedback.store import InteractionRecord, save_interaction
+from feedback.store import InteractionRecord
 from router.bucketing import Variant, choose_variant, hash_user
+from router.rollout import Rollout
 from service.engines.base import AdapterInfo, Delta, Engine, PreparedPrompt, SamplingParams
 from service.errors import APIError
 from service.protocol import (
@@ -31,6 +35,9 @@ from service.state import ServiceState
 from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
+
+CANCELLED = "cancelled"
+"""`finish_reason` stored for a stream whose client went away before the answer was complete."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +62,27 @@ def find_adapter(engine: Engine, name: str) -> AdapterInfo | None:
     return matches[-1] if matches else None
 
 
+def current_rollout(state: ServiceState) -> Rollout:
+    """The rollout from the database (through its short cache); while the database is down, the one
+    read last, or everyone on the base model if none was ever read: answering comes first."""
+    try:
+        state.last_rollout = state.rollout.current()
+    except SQLAlchemyError as error:
+        if state.last_rollout is None:
+            log.warning("rollout unknown (%s): routing to the base model", type(error).__name__)
+            return Rollout(0.0, None, None, "database unavailable")
+        return state.last_rollout
+    return state.last_rollout
+
+
 def route_request(
     state: ServiceState, model: str, user_key: str | None, rng: random.Random | None = None
 ) -> Route:
-    """Resolve the requested model: the routed alias goes through the canary router, a name pins."""
+    """Resolve the requested model: the routed alias goes through the canary router, a name pins.
+    May read the database: call it off the event loop."""
     engine = state.engine
     if model == state.settings.served_model_alias:
-        rollout = state.rollout.current()
+        rollout = current_rollout(state)
         adapter = find_adapter(engine, rollout.adapter) if rollout.adapter else None
         if adapter is None:
             return Route("base", None, True)
@@ -110,11 +131,18 @@ class ChatCompletions:
             seed=request.seed,
         )
 
-    def prepare(
+    async def prepare(
         self, request: ChatCompletionRequest, user_key: str | None
     ) -> tuple[Route, PreparedPrompt, SamplingParams]:
-        """Validate and route before anything is generated (errors here are clean 4xx)."""
+        """Validate and route before anything is generated (errors here are clean 4xx). Routing may
+        query the database and the chat template tokenises: both run in a worker thread, never on
+        the event loop."""
         sampling = self._sampling(request)
+        return await run_in_threadpool(self._prepare_blocking, request, user_key, sampling)
+
+    def _prepare_blocking(
+        self, request: ChatCompletionRequest, user_key: str | None, sampling: SamplingParams
+    ) -> tuple[Route, PreparedPrompt, SamplingParams]:
         route = route_request(self._state, request.model, user_key)
         prompt = self._state.engine.prepare(self._messages(request), sampling)
         return route, prompt, sampling
@@ -142,7 +170,7 @@ class ChatCompletions:
             raise
         answer = "".join(parts)
         interaction_id = _new_id()
-        await self._finish(
+        self._finish(
             interaction_id, request, user_key, route, prompt, answer, last, started, first, streamed=False
         )
         return ChatCompletion(
@@ -211,6 +239,22 @@ class ChatCompletions:
                 if delta.finish_reason:
                     break
                 delta = await anext(deltas, None)
+        except (asyncio.CancelledError, GeneratorExit):
+            # the client went away: keep what it was shown, say so, and let the cancellation go on
+            self._finish(
+                interaction_id,
+                request,
+                user_key,
+                route,
+                prompt,
+                "".join(parts),
+                replace(last, finish_reason=CANCELLED),
+                started,
+                first,
+                streamed=True,
+                status=CANCELLED,
+            )
+            raise
         except Exception as error:  # noqa: BLE001 - reported in-band: the 200 is already sent
             log.exception("stream failed")
             self._state.metrics.requests.labels(route.variant, "error").inc()
@@ -226,8 +270,13 @@ class ChatCompletions:
             )
             return
         finally:
-            await deltas.aclose()  # a client that went away frees its batch slot at once
-        await self._finish(
+            # a client that went away frees its batch slot at once; shielded, since the cancellation
+            # that brought us here would otherwise cancel the clean-up too
+            with anyio.CancelScope(shield=True):
+                await deltas.aclose()
+        # known to this replica (and on its way to the database) before the client sees the end, so a
+        # rating sent as soon as the stream ends finds it
+        self._finish(
             interaction_id,
             request,
             user_key,
@@ -244,7 +293,7 @@ class ChatCompletions:
             yield chunk(DeltaMessage(), usage=_usage(prompt, last), choices=False)
         yield "[DONE]"
 
-    async def _finish(
+    def _finish(
         self,
         interaction_id: str,
         request: ChatCompletionRequest,
@@ -257,10 +306,12 @@ class ChatCompletions:
         first: float | None,
         *,
         streamed: bool,
+        status: str = "ok",
     ) -> None:
+        """Count the request and hand its interaction to the feedback writer (returns at once)."""
         latency = time.perf_counter() - started
         metrics = self._state.metrics
-        metrics.requests.labels(route.variant, "ok").inc()
+        metrics.requests.labels(route.variant, status).inc()
         metrics.request_latency.labels(route.variant).observe(latency)
         if first is not None:
             metrics.time_to_first_token.labels(route.variant).observe(first - started)
@@ -270,9 +321,7 @@ class ChatCompletions:
         settings = self._state.settings
         record = InteractionRecord(
             id=interaction_id,
-            user_hash=hash_user(user_key, settings.user_hash_salt or settings.rollout_salt)
-            if user_key
-            else None,
+            user_hash=hash_user(user_key, settings.ensure_user_hash_key()) if user_key else None,
             model_requested=request.model,
             routed=route.routed,
             variant=route.variant,
@@ -294,7 +343,7 @@ class ChatCompletions:
             },
             streamed=streamed,
         )
-        await run_in_threadpool(save_interaction, self._state.sessions, record)
+        self._state.feedback.record(record)
 
 
 def _key(route: Route) -> str | None:

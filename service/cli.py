@@ -14,7 +14,10 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
+from service.eval_engine import eval_command
+from service.reviewers_cli import app as reviewers_app
 from service.settings import Settings
 from training.dataset.cli import app as dataset_app
 from training.train_cli import train
@@ -29,7 +32,9 @@ db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(db_app, name="db")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(reviewers_app, name="reviewers")
 app.command("train")(train)
+app.command("eval")(eval_command)
 console = Console()
 
 
@@ -38,23 +43,29 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default ZANTARA_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default ZANTARA_PORT).")] = None,
 ) -> None:
-    """Start the service on its settings (embedded defaults: demo model, SQLite under ./var)."""
-    import uvicorn
-
+    """Start the service on its settings (embedded defaults: demo model, SQLite under ./var); SIGTERM drains
+    running requests and streams (up to ZANTARA_GRACEFUL_SHUTDOWN_S), then exits 0."""
     from service.app import create_app
+    from service.shutdown import serve as serve_app
 
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     token_source = "ZANTARA_ADMIN_TOKEN" if settings.admin_token else str(settings.var_dir / "admin-token")
-    console.print(f"[bold]zantara[/] admin token: {token_source}; database: {settings.resolved_database_url}")
-    uvicorn.run(
+    console.print(f"[bold]zantara[/] admin token: {token_source}; database: {masked_url(settings)}")
+    serve_app(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        drain_s=settings.graceful_shutdown_s,
     )
+
+
+def masked_url(settings: Settings) -> str:
+    """The database URL for humans and logs: its password shown as `***`."""
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
 
 
 @db_app.command("upgrade")

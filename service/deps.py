@@ -19,15 +19,23 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def _bearer(authorization: str | None) -> str | None:
+def _bearer(authorization: str | None) -> bytes | None:
+    """The bearer token's raw bytes (ASGI hands header values over decoded as latin-1), or None."""
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        return token.encode("latin-1")
+    except UnicodeEncodeError:  # not read from an HTTP header: compare the text's own bytes
+        return token.encode()
 
 
-def _matches(token: str | None, secrets: list[str]) -> bool:
-    return token is not None and any(hmac.compare_digest(token, s) for s in secrets if s)
+def _matches(token: bytes | None, secrets: list[str]) -> bool:
+    """Constant-time comparison of bytes: `compare_digest` refuses non-ASCII `str` (a 500 otherwise)."""
+    return token is not None and any(hmac.compare_digest(token, s.encode()) for s in secrets if s)
 
 
 def require_api_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:

@@ -9,7 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.engines.base import EngineNotReadyError, InvalidRequestError, UnknownAdapterError
+from service.engines.base import (
+    EngineNotReadyError,
+    EngineUnavailableError,
+    GenerationError,
+    InvalidRequestError,
+    UnknownAdapterError,
+)
 from service.protocol import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -23,6 +29,7 @@ _TYPES = {
     409: "conflict_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
+    429: "rate_limit_error",
     503: "service_unavailable",
 }
 
@@ -106,7 +113,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(
+            exc.status_code,
+            str(exc.detail),
+            code=getattr(exc, "code", None),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(InvalidRequestError)
     async def _invalid(_: Request, exc: InvalidRequestError) -> JSONResponse:
@@ -118,7 +130,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineNotReadyError)
     async def _not_ready(_: Request, exc: EngineNotReadyError) -> JSONResponse:
-        return error_response(http_status(exc), str(exc), code="model_loading", headers={"Retry-After": "5"})
+        code = "engine_unavailable" if isinstance(exc, EngineUnavailableError) else "model_loading"
+        return error_response(http_status(exc), str(exc), code=code, headers={"Retry-After": "5"})
+
+    @app.exception_handler(GenerationError)
+    async def _generation_failed(_: Request, exc: GenerationError) -> JSONResponse:
+        log.error("generation failed for one request: %s", type(exc.__cause__ or exc).__name__)
+        return error_response(
+            500,
+            "Generating this answer failed; the other requests were not affected.",
+            code="generation_failed",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

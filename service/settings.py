@@ -17,11 +17,15 @@ DEMO_BASE_MODEL = "zantara-demo-base"
 class Settings(BaseSettings):
     """Service configuration; every field can be set as `ZANTARA_<FIELD>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ZANTARA_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ZANTARA_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     var_dir: Path = Field(Path("var"), description="Where the embedded defaults keep state.")
-    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under var_dir.")
+    database_url: str = Field(
+        "", repr=False, description="SQLAlchemy URL; default: SQLite file under var_dir."
+    )
     migrate_on_start: bool = Field(True, description="Run `alembic upgrade head` when the service starts.")
 
     engine: Literal["hf", "vllm", "openai"] = "hf"
@@ -37,6 +41,17 @@ class Settings(BaseSettings):
     batch_window_s: float = Field(0.004, ge=0, le=1, description="Wait for companions of a lone request.")
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(4096, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get a 413.")
+    max_messages: int = Field(256, ge=1, description="Messages per chat request.")
+    max_message_chars: int = Field(65_536, ge=1, description="Characters per message (or text part).")
+    max_streams_per_key: int = Field(
+        16,
+        ge=0,
+        description="Concurrent streamed answers per API key (per client address when open); 0: off.",
+    )
+    graceful_shutdown_s: int = Field(
+        25, ge=0, description="On SIGTERM, how long running requests and streams may take to finish."
+    )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for the hf engine; 0: torch's default."
     )
@@ -46,16 +61,35 @@ class Settings(BaseSettings):
         description="Prompt-prefix keys and values the hf engine keeps for reuse (tokens); 0: off.",
     )
     inject_system_prompt: bool = Field(True, description="Add ZANTARA's system prompt when none is sent.")
+    interaction_buffer_size: int = Field(
+        10_000, ge=1, description="Interactions held in memory while they wait for the database."
+    )
+    spool_retry_s: float = Field(
+        1.0, gt=0, le=60, description="While the database is down, how often it is tried again."
+    )
+    spool_orphan_ttl_s: float = Field(
+        86_400.0, ge=0, description="How long a spooled rating of an unknown answer waits for it."
+    )
 
     default_rollout_percentage: float = Field(20.0, ge=0, le=100)
     rollout_cache_s: float = Field(2.0, ge=0, description="How long a replica trusts its cached rollout.")
     rollout_salt: str = Field("zantara", description="Salt of the sticky user hash (bucketing).")
-    user_hash_salt: str = Field("", description="Salt for stored user keys; default: the rollout salt.")
+    user_hash_key: str = Field(
+        "", repr=False, description="HMAC key of stored user keys (secret); generated into var_dir if empty."
+    )
 
-    admin_token: str = Field("", description="Bearer token for /admin; generated into var_dir if empty.")
-    reviewer_token: str = Field("", description="Bearer token for the review pages.")
+    admin_token: str = Field(
+        "", repr=False, description="Bearer token for /admin; generated into var_dir if empty."
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Keys for /v1; empty: open."
+        default_factory=list, repr=False, description="Keys for /v1; empty: open."
+    )
+    review_session_ttl_s: int = Field(
+        12 * 3600, ge=60, description="How long a reviewer's sign-in (session cookie) lasts."
+    )
+    ab_overlap: int = Field(2, ge=1, le=20, description="Distinct reviewers who judge each blind A/B pair.")
+    ab_lease_s: int = Field(
+        1800, ge=10, description="How long a pair shown but not yet judged holds a reviewer's place."
     )
 
     host: str = "127.0.0.1"
@@ -72,7 +106,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
         if self.environment == "production":
-            for name in ("admin_token", "reviewer_token"):
+            for name in ("admin_token", "user_hash_key"):
                 if len(getattr(self, name)) < 16:
                     raise ValueError(f"ZANTARA_{name.upper()} must be set (16+ characters) in production")
         return self
@@ -99,16 +133,30 @@ class Settings(BaseSettings):
         """True when the base model is the project's own tiny demo model."""
         return self.base_model == DEMO_BASE_MODEL
 
+    def ensure_secrets(self) -> None:
+        """Every secret the service needs: set, or (in development) generated once into var_dir."""
+        self.ensure_admin_token()
+        self.ensure_user_hash_key()
+
     def ensure_admin_token(self) -> str:
         """The admin token; in development a random one is generated once and kept in var_dir."""
-        if self.admin_token:
-            return self.admin_token
-        token_file = self.var_dir / "admin-token"
-        if token_file.exists():
-            self.admin_token = token_file.read_text().strip()
+        return self._ensure_secret("admin_token", "admin-token")
+
+    def ensure_user_hash_key(self) -> str:
+        """The HMAC key of stored user keys; in development generated once and kept in var_dir."""
+        return self._ensure_secret("user_hash_key", "user-hash-key")
+
+    def _ensure_secret(self, field: str, file_name: str) -> str:
+        """`field` when set, else the one kept in `var_dir/file_name` (created, mode 0600, if missing)."""
+        if getattr(self, field):
+            return str(getattr(self, field))
+        secret_file = self.var_dir / file_name
+        if secret_file.exists():
+            value = secret_file.read_text().strip()
         else:
-            token_file.parent.mkdir(parents=True, exist_ok=True)
-            self.admin_token = secrets.token_urlsafe(24)
-            token_file.write_text(self.admin_token + "\n")
-            token_file.chmod(0o600)
-        return self.admin_token
+            secret_file.parent.mkdir(parents=True, exist_ok=True)
+            secret_file.touch(mode=0o600)
+            value = secrets.token_urlsafe(24)
+            secret_file.write_text(value + "\n")
+        setattr(self, field, value)
+        return value

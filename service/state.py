@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine as DatabaseEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from router.rollout import RolloutStore
+from feedback.writer import FeedbackWriter
+from router.rollout import Rollout, RolloutStore
 from service.engines.base import Engine
 from service.metrics import Metrics
 from service.settings import Settings
@@ -24,6 +25,24 @@ class ServiceState:
     rollout: RolloutStore
     engine: Engine
     base_model_id: str
+    feedback: FeedbackWriter
     started: bool = False
     startup_error: str | None = None
     startup: dict[str, float] = field(default_factory=dict)
+    last_rollout: Rollout | None = None
+    """The rollout last read from the database: routing keeps using it while the database is down."""
+
+
+def feedback_writer(settings: Settings, sessions: sessionmaker[Session], metrics: Metrics) -> FeedbackWriter:
+    """The interaction/rating writer, spooling under `var_dir/spool/`, counted in `metrics`."""
+    writer = FeedbackWriter(
+        sessions,
+        settings.var_dir / "spool" / "feedback.sqlite3",
+        buffer_limit=settings.interaction_buffer_size,
+        retry_s=settings.spool_retry_s,
+        orphan_ttl_s=settings.spool_orphan_ttl_s,
+        on_rating=metrics.count_rating,
+        on_drop=lambda kind: metrics.feedback_dropped.labels(kind).inc(),
+    )
+    metrics.watch_feedback(writer)
+    return writer

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path as FilePath
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from router.rollout import Rollout
 from service.adapters import load_and_register
 from service.chat import find_adapter
 from service.deps import ActorDep, StateDep, require_admin
-from service.engines.base import AdapterInfo
+from service.engines.base import AdapterInfo, InvalidRequestError
 from service.errors import APIError
-from service.protocol import ErrorResponse
+from service.protocol import ErrorResponse, Text
+
+NAME = r"^[A-Za-z0-9._-]+$"
+ADAPTER_KEY = r"^[A-Za-z0-9._-]+(@[A-Za-z0-9._-]+)?$"
+ADAPTER_KEY_MAX = 165
+"""An adapter `NAME` (up to 100 characters) or `NAME@VERSION` (version up to 64)."""
 
 router = APIRouter(
     prefix="/admin",
@@ -37,15 +44,24 @@ class RolloutView(BaseModel):
 class RolloutChange(BaseModel):
     """`PUT /admin/rollout` body."""
 
+    model_config = ConfigDict(strict=True)
+
     percentage: float = Field(ge=0, le=100, description="Share of users sent to the tuned variant.")
-    adapter: str | None = Field(None, description="`NAME` or `NAME@VERSION`; default: keep the current one.")
-    reason: str = Field("", max_length=2000)
+    adapter: str | None = Field(
+        None,
+        max_length=ADAPTER_KEY_MAX,
+        pattern=ADAPTER_KEY,
+        description="`NAME` or `NAME@VERSION`; default: keep the current one.",
+    )
+    reason: Text = Field("", max_length=2000)
 
 
 class RollbackRequest(BaseModel):
     """`POST /admin/rollback` body (optional)."""
 
-    reason: str = Field("", max_length=2000)
+    model_config = ConfigDict(strict=True)
+
+    reason: Text = Field("", max_length=2000)
 
 
 class RolloutEventView(BaseModel):
@@ -65,9 +81,13 @@ class RolloutEventView(BaseModel):
 class AdapterLoad(BaseModel):
     """`POST /admin/adapters` body: a PEFT adapter directory to load now."""
 
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    path: str = Field(min_length=1)
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(min_length=1, max_length=100, pattern=NAME)
+    version: str = Field(min_length=1, max_length=64, pattern=NAME)
+    path: Text = Field(
+        min_length=1, max_length=4096, description="A PEFT adapter directory on the server (else a 400)."
+    )
 
 
 class AdapterView(BaseModel):
@@ -142,9 +162,11 @@ async def rollback(state: StateDep, who: ActorDep, body: RollbackRequest | None 
 
 
 @router.get("/rollout/events", response_model=list[RolloutEventView])
-async def rollout_events(state: StateDep, limit: int = 50) -> list[RolloutEventView]:
+async def rollout_events(
+    state: StateDep, limit: Annotated[int, Query(ge=1, le=1000, description="How many events.")] = 50
+) -> list[RolloutEventView]:
     """The audit trail, newest first."""
-    rows = await run_in_threadpool(state.rollout.history, max(1, min(limit, 1000)))
+    rows = await run_in_threadpool(state.rollout.history, limit)
     return [RolloutEventView.model_validate(row, from_attributes=True) for row in rows]
 
 
@@ -158,13 +180,35 @@ async def list_adapters(state: StateDep) -> list[AdapterView]:
 
 @router.post("/adapters", response_model=AdapterView, status_code=201)
 async def load_adapter(body: AdapterLoad, state: StateDep) -> AdapterView:
-    """Load an adapter without a restart and record it in the adapter registry."""
-    info = await load_and_register(state, AdapterInfo(body.name, body.version, body.path))
+    """Load an adapter without a restart and record it in the adapter registry; 404 when `path` holds no
+    PEFT adapter, 409 when `NAME@VERSION` is already loaded."""
+    if not await run_in_threadpool(_is_adapter_dir, body.path):
+        raise APIError(
+            404,
+            f"No PEFT adapter (adapter_config.json) at {body.path!r}.",
+            code="adapter_not_found",
+            param="path",
+        )
+    try:
+        info = await load_and_register(state, AdapterInfo(body.name, body.version, body.path))
+    except InvalidRequestError as error:
+        status = 409 if error.code == "adapter_exists" else 400
+        raise APIError(status, str(error), code=error.code, param=error.param) from None
     return AdapterView(key=info.key, name=info.name, version=info.version, path=info.path)
 
 
+def _is_adapter_dir(path: str) -> bool:
+    """True when `path` is a directory with an `adapter_config.json` (False for any unusable path)."""
+    try:
+        return (FilePath(path) / "adapter_config.json").is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
+
+
 @router.delete("/adapters/{key}", status_code=204)
-async def unload_adapter(key: str, state: StateDep) -> None:
+async def unload_adapter(
+    key: Annotated[str, Path(max_length=ADAPTER_KEY_MAX, pattern=ADAPTER_KEY)], state: StateDep
+) -> None:
     """Unload an adapter; refused while the rollout sends users to it."""
     current = await run_in_threadpool(state.rollout.current)
     adapter = find_adapter(state.engine, key)

@@ -54,7 +54,7 @@ async def create_chat_completion(
     """Answer a chat; `model: "zantara"` is routed (sticky per `user`), other names pin a variant."""
     user_key = x_zantara_user or body.user
     service = ChatCompletions(state)
-    route, prompt, sampling = service.prepare(body, user_key)
+    route, prompt, sampling = await service.prepare(body, user_key)
     request.state.generating = True
     if body.stream:
         events = await service.stream(body, user_key, route, prompt, sampling)

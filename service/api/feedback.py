@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
+import logging
+from typing import Any, Literal
 
-from feedback.store import UnknownInteractionError, rate_interaction
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from feedback.store import RatingWrite, UnknownInteractionError
 from service.deps import StateDep, require_api_key
 from service.errors import APIError
 from service.protocol import ErrorResponse
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -23,43 +28,57 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    """What was stored."""
+    """What was stored (200), or queued durably while the database is away (202)."""
 
     response_id: str
     rating: int
     comment: str | None
-    variant: str
-    replaced_rating: int | None = Field(description="The earlier rating this one replaced, if any.")
+    variant: str | None = Field(description="The variant rated; null when queued for an answer unknown here.")
+    replaced_rating: int | None = Field(
+        description="The earlier rating this one replaced, if any (null while queued)."
+    )
     needs_review: bool
-    status: str = "stored"
+    status: Literal["stored", "queued"] = Field(
+        "stored",
+        description="`stored`: committed to the database. `queued`: fsynced to the service's local "
+        "spool while the database is unavailable; written there, in order, when it returns.",
+    )
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": FeedbackResponse},
+    **{code: {"model": ErrorResponse} for code in (404, 422, 503)},
+}
 
 
 @router.post(
     "/feedback",
     response_model=FeedbackResponse,
-    responses={code: {"model": ErrorResponse} for code in (404, 422)},
+    responses=RESPONSES,
 )
-async def submit_feedback(body: FeedbackRequest, state: StateDep) -> FeedbackResponse:
-    """Store (or replace) the rating; 404 for an unknown id."""
+async def submit_feedback(body: FeedbackRequest, state: StateDep, response: Response) -> FeedbackResponse:
+    """Store (or replace) the rating, acknowledged only once committed or durably spooled; 404 for an
+    id unknown to the database and to this replica."""
+    write = RatingWrite(body.response_id, body.rating, body.comment)
     try:
-        stored = await run_in_threadpool(
-            rate_interaction,
-            state.sessions,
-            interaction_id=body.response_id,
-            stars=body.rating,
-            comment=body.comment,
-        )
+        outcome = await state.feedback.rate(write)
     except UnknownInteractionError:
         raise APIError(
             404, f"No answer with id {body.response_id!r}.", code="response_not_found", param="response_id"
         ) from None
-    state.metrics.ratings.labels(stored.variant, str(stored.stars)).inc()
-    state.metrics.rating_stars.labels(stored.variant).observe(stored.stars)
+    except (OSError, SQLAlchemyError) as error:
+        log.error("could not store or spool a rating: %s", type(error).__name__)
+        raise APIError(
+            503, "The rating could not be stored; send it again.", code="rating_not_stored"
+        ) from None
+    if outcome.stored is None:
+        response.status_code = 202
     return FeedbackResponse(
-        response_id=stored.interaction_id,
-        rating=stored.stars,
-        comment=stored.comment,
-        variant=stored.variant,
-        replaced_rating=stored.replaced,
-        needs_review=stored.needs_review,
+        response_id=write.interaction_id,
+        rating=write.stars,
+        comment=write.comment,
+        variant=outcome.variant,
+        replaced_rating=outcome.stored.replaced if outcome.stored else None,
+        needs_review=outcome.needs_review,
+        status="queued" if outcome.queued else "stored",
     )

@@ -1,41 +1,50 @@
-"""`/healthz` (alive), `/readyz` (model loaded and database reachable), `/metrics` (Prometheus)."""
+"""`/healthz` (alive), `/readyz` (model serving; database reachable or degraded), `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from feedback.db import ping
 from service.deps import StateDep
+from service.errors import error_response
+from service.protocol import ErrorResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process is alive (even while the model still loads)."""
+@router.get("/healthz", response_model=dict[str, str], responses={503: {"model": ErrorResponse}})
+async def healthz(state: StateDep) -> dict[str, str] | JSONResponse:
+    """The process is alive (even while the model still loads); 503 once the engine can never serve
+    again (its worker died), so the liveness probe fails and Kubernetes restarts the pod."""
+    if not state.engine.alive:
+        return error_response(503, "The inference engine stopped; the service restarts.", code="engine_dead")
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    """200 when the model and its adapters serve and the database answers, else 503 with what is missing."""
+    """200 while the model serves: `ready`, or `degraded` while the database is away (answers go on;
+    interactions and ratings wait in the local spool, counted in `spool`); 503 until the model serves.
+    A start-up failure is logged, never shown here."""
     database_ok = await run_in_threadpool(ping, state.database)
     checks = {"model": state.started and state.engine.ready, "database": database_ok}
-    ready = all(checks.values())
+    status = "not_ready" if not checks["model"] else "ready" if database_ok else "degraded"
     body: dict[str, object] = {
-        "status": "ready" if ready else "not_ready",
+        "status": status,
         "checks": checks,
         "adapters": [a.key for a in state.engine.adapters()],
+        "spool": state.feedback.spooled(),
+        "buffered_interactions": state.feedback.buffered,
     }
     if state.startup_error:
-        body["error"] = state.startup_error
-    return JSONResponse(body, status_code=200 if ready else 503)
+        body["error"] = "start-up failed; the service log says why"
+    return JSONResponse(body, status_code=200 if checks["model"] else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> Response:
     """Prometheus exposition; the rollout share is read fresh so every replica reports the same."""
     try:

@@ -32,6 +32,15 @@ class EngineNotReadyError(EngineError):
     """The model is still loading (maps to HTTP 503)."""
 
 
+class GenerationError(EngineError):
+    """One request's generation failed (sampling, detokenizing, stop handling or delivery); the other
+    requests of its batch go on."""
+
+
+class EngineUnavailableError(EngineNotReadyError):
+    """The engine stopped serving (its worker died, or the service shuts down); maps to HTTP 503."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample: OpenAI's knobs. `temperature == 0` means greedy."""
@@ -104,6 +113,12 @@ class Engine(Protocol):
     @property
     def ready(self) -> bool:
         """True once the model is loaded and requests can be served."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine can never serve again (its worker died): the liveness probe fails and
+        the pod is restarted. True while the model still loads."""
         ...
 
     async def start(self) -> None:

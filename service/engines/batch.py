@@ -9,6 +9,7 @@ system prompt, the conversation so far) comes from the `PrefixCache` instead of 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from service.engines.base import Delta
+from service.engines.base import Delta, GenerationError
 from service.engines.decoding import TextAssembler, make_generator, sample_token
 from service.engines.prefix_cache import LayerKV, PrefixCache
+
+log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"
 """PEFT's name for "no adapter" in a mixed batch."""
@@ -91,10 +94,21 @@ class Sequence:
         elif piece:
             self.emit(Delta(piece, self.generated, cached_tokens=self.cached_tokens))
 
+    def advance(self, logits: torch.Tensor) -> None:
+        """`accept`, but a failure ends this sequence alone, with a `GenerationError` for its consumer."""
+        try:
+            self.accept(logits)
+        except Exception as error:  # noqa: BLE001 - delivered to this sequence's consumer
+            log.exception("generation failed for one sequence")
+            self.fail(GenerationError(f"generation failed: {type(error).__name__}: {error}"))
+
     def fail(self, error: BaseException) -> None:
-        """End the sequence with an error delivered to its consumer."""
+        """End the sequence with an error delivered to its consumer (if it can still be reached)."""
         self.finished = True
-        self.emit(error)
+        try:
+            self.emit(error)
+        except Exception:  # noqa: BLE001 - the consumer is gone (its event loop closed)
+            log.warning("could not deliver an error to a finished request", exc_info=True)
 
     def _finish(self, reason: str, piece: str = "") -> None:
         self.finished = True
@@ -122,11 +136,28 @@ class RunningBatch:
     def admit(self, newcomers: list[Sequence], forward: Callable[..., Any]) -> None:
         """Prefill `newcomers` together, sample their first token and merge them into the batch.
 
+        A failed prefill fails the newcomers only: the running batch is not touched until the merge."""
+        newcomers = sorted(newcomers, key=lambda s: s.adapter)
+        try:
+            cache, mask = self._prefill(newcomers, forward)
+        except Exception as error:  # noqa: BLE001 - delivered to the newcomers
+            log.exception("prefill failed")
+            for seq in newcomers:
+                if not seq.finished:
+                    seq.fail(GenerationError(f"generation failed: {type(error).__name__}: {error}"))
+            return
+        self._merge(newcomers, cache, mask)
+        self.prune()
+
+    def _prefill(
+        self, newcomers: list[Sequence], forward: Callable[..., Any]
+    ) -> tuple[DynamicCache, torch.Tensor]:
+        """Run the newcomers' prompts, sample their first token; return their KV cache and mask.
+
         Rows are right-aligned. The forward pass computes the last `window` columns, as many as the
         longest uncached part of a prompt; the columns before come from the prefix cache (each row
         takes the cached prefix tokens it needs, a row with a shorter uncached part recomputes some
         of its cached ones)."""
-        newcomers = sorted(newcomers, key=lambda s: s.adapter)
         cached = [self._cached_prefix(seq) for seq in newcomers]
         window = max(len(s.prompt_ids) - _tokens(kv) for s, kv in zip(newcomers, cached, strict=True))
         used = [max(0, len(s.prompt_ids) - window) for s in newcomers]
@@ -145,10 +176,9 @@ class RunningBatch:
             newcomers, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache
         )
         for row, seq in enumerate(newcomers):
-            seq.accept(logits[row])
+            seq.advance(logits[row])
         self._store_prefixes(newcomers, cache)
-        self._merge(newcomers, cache, mask)
-        self.prune()
+        return cache, mask
 
     def _cached_prefix(self, seq: Sequence) -> list[LayerKV]:
         if self._prefix_cache is None:
@@ -180,7 +210,7 @@ class RunningBatch:
         )
         for row, seq in enumerate(self.sequences):
             seq.length += 1
-            seq.accept(logits[row])
+            seq.advance(logits[row])
         self.prune()
 
     def prune(self) -> None:

@@ -3,8 +3,12 @@
 A single worker thread owns the model. It admits new requests between decode steps, runs one
 forward pass per step for every running sequence (base and adapter rows share it: `LoraRows` adds
 each adapter's delta to its own rows, PEFT's `adapter_names` is the fallback), and applies adapter
-loads and unloads between steps, so nothing is serialised behind a lock and adapters change without
-a restart.
+loads and unloads between steps, so adapters change without a restart.
+
+The adapter bookkeeping that request handlers read and the worker changes sits behind a small lock,
+held only to read or update it. One request's failure fails that request alone; an unexpected error
+in the worker's loop is survived, unless it keeps recurring: then the worker stops, every waiting
+request gets a 503, and `alive` turns False so the liveness probe restarts the pod.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,8 @@ from service.engines.base import (
     Delta,
     EngineError,
     EngineNotReadyError,
+    EngineUnavailableError,
+    GenerationError,
     InvalidRequestError,
     PreparedPrompt,
     SamplingParams,
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _MIXED = "__mixed__"  # PEFT mode of a batch whose rows use different adapters
 _SLICES = "__slices__"  # LoRA layers off, `LoraRows` adds each adapter's delta to its rows
+_MAX_LOOP_FAILURES = 5  # unexpected worker-loop errors in a row after which the worker gives up
 
 
 def pick_device(setting: str) -> torch.device:
@@ -78,13 +87,17 @@ class HFEngine:
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._context = 0
+        self._adapters_lock = threading.Lock()  # guards the four below; taken after `_wakeup`, never before
         self._adapters: dict[str, AdapterInfo] = {}
         self._internal_names: dict[str, str] = {}
         self._unloading: set[str] = set()
+        self._loading: set[str] = set()  # keys reserved by a load in progress
         self._pending: collections.deque[Sequence] = collections.deque()
         self._commands: collections.deque[tuple[str, Any, asyncio.Future[None]]] = collections.deque()
         self._wakeup = threading.Condition()
         self._stopping = False
+        self._worker_gone = False  # set (under `_wakeup`) when the worker takes no more work
+        self._died: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._adapter_counter = 0
         self._pad_id = 0
@@ -100,7 +113,14 @@ class HFEngine:
     @property
     def ready(self) -> bool:
         """True once the model is loaded and the worker runs."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive() and not self._worker_gone
+
+    @property
+    def alive(self) -> bool:
+        """False once the worker thread died (not when `close` stopped it); True while the model loads."""
+        if self._died is not None:
+            return False
+        return self._thread is None or self._thread.is_alive() or self._stopping
 
     @property
     def running(self) -> int:
@@ -172,9 +192,7 @@ class HFEngine:
         self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
     ) -> AsyncGenerator[Delta, None]:
         """Queue the request for the worker and yield its output as it is produced."""
-        if not self.ready:
-            raise EngineNotReadyError("the model is still loading")
-        internal = self._internal_adapter(adapter)
+        self._check_serving()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
 
@@ -183,7 +201,7 @@ class HFEngine:
 
         seq = Sequence.create(
             prompt_ids=list(prompt.token_ids),
-            adapter=internal,
+            adapter=BASE_ADAPTER,
             max_tokens=prompt.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -195,50 +213,77 @@ class HFEngine:
             emit=emit,
         )
         with self._wakeup:
+            # resolved and queued in one step, so an unload decided meanwhile sees this request
+            self._check_serving()
+            seq.adapter = self._internal_adapter(adapter)
             self._pending.append(seq)
             self._wakeup.notify()
         try:
             while True:
                 item = await queue.get()
+                if isinstance(item, EngineError):
+                    raise item
                 if isinstance(item, BaseException):
-                    raise EngineError(f"generation failed: {item}") from item
+                    raise GenerationError(f"generation failed: {item}") from item
                 yield item
                 if item.finish_reason:
                     return
         finally:
             seq.cancelled.set()
 
+    def _check_serving(self) -> None:
+        """Raise the 503 a request gets when the engine cannot take it (loading, stopped or dead)."""
+        if self._died is not None:
+            raise EngineUnavailableError("the inference engine stopped after an internal error; retry soon")
+        if self._worker_gone or self._stopping:
+            raise EngineUnavailableError("the inference engine is shutting down; retry shortly")
+        if not self.ready:
+            raise EngineNotReadyError("the model is still loading")
+
     def _internal_adapter(self, key: str | None) -> str:
         if key is None:
             return BASE_ADAPTER
-        if key not in self._adapters or key in self._unloading:
-            raise UnknownAdapterError(f"adapter {key!r} is not loaded")
-        return self._internal_names[key]
+        with self._adapters_lock:
+            if key not in self._adapters or key in self._unloading:
+                raise UnknownAdapterError(f"adapter {key!r} is not loaded")
+            return self._internal_names[key]
 
     async def load_adapter(self, info: AdapterInfo) -> None:
-        """Load a PEFT adapter directory under `NAME@VERSION` (between decode steps)."""
-        if info.key in self._adapters:
-            raise InvalidRequestError(f"adapter {info.key!r} is already loaded", code="adapter_exists")
+        """Load a PEFT adapter directory under `NAME@VERSION` (between decode steps).
+
+        The key is reserved before the load is queued: a second load of the same key while the first
+        runs is refused (`adapter_exists`) instead of loading a second copy into the model."""
         if not (Path(info.path) / "adapter_config.json").is_file():
             raise InvalidRequestError(
                 f"{info.path} is not a PEFT adapter directory (no adapter_config.json)",
                 code="invalid_adapter",
             )
-        await self._command("load", info)
+        with self._adapters_lock:
+            if info.key in self._adapters or info.key in self._loading:
+                raise InvalidRequestError(f"adapter {info.key!r} is already loaded", code="adapter_exists")
+            self._loading.add(info.key)
+        try:
+            await self._command("load", info)
+        finally:
+            with self._adapters_lock:
+                self._loading.discard(info.key)
 
     async def unload_adapter(self, key: str) -> None:
         """Unload an adapter; sequences already running on it finish first, new ones are refused."""
-        if key not in self._adapters:
-            raise UnknownAdapterError(f"adapter {key!r} is not loaded")
-        self._unloading.add(key)
+        with self._adapters_lock:
+            if key not in self._adapters or key in self._unloading:
+                raise UnknownAdapterError(f"adapter {key!r} is not loaded")
+            self._unloading.add(key)
         try:
             await self._command("unload", key)
         finally:
-            self._unloading.discard(key)
+            with self._adapters_lock:
+                self._unloading.discard(key)
 
     def adapters(self) -> list[AdapterInfo]:
-        """Adapters loaded now, in load order."""
-        return [info for key, info in self._adapters.items() if key not in self._unloading]
+        """Adapters loaded now, in load order (a snapshot: the worker may change them meanwhile)."""
+        with self._adapters_lock:
+            return [info for key, info in self._adapters.items() if key not in self._unloading]
 
     async def close(self) -> None:
         """Stop the worker; running requests get an error."""
@@ -249,47 +294,90 @@ class HFEngine:
             await asyncio.to_thread(self._thread.join, 30)
 
     async def _command(self, kind: str, payload: Any) -> None:
-        if not self.ready:
-            raise EngineNotReadyError("the model is still loading")
+        self._check_serving()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._wakeup:
+            self._check_serving()
             self._commands.append((kind, payload, future))
             self._wakeup.notify()
         await future
 
     def _run(self) -> None:
+        """The worker thread: serve until `close`, or until the loop keeps failing."""
         batch = RunningBatch(self._model, self._pad_id, self._device, self.prefix_cache)
-        with torch.inference_mode():
-            while True:
+        try:
+            with torch.inference_mode():
+                self._serve(batch)
+        except BaseException as error:  # noqa: BLE001 - recorded: `alive` turns False, /healthz fails
+            self._died = error
+            log.critical("the engine's worker died; the liveness probe now fails", exc_info=True)
+        finally:
+            self._drain(batch)
+
+    def _serve(self, batch: RunningBatch) -> None:
+        failures = 0
+        while True:
+            try:
                 newcomers = self._wait_for_work(batch)
                 if newcomers is None:
-                    break
-                try:
-                    if newcomers:
-                        batch.admit(newcomers, self._forward)
-                    if len(batch):
-                        batch.step(self._forward)
-                        self.steps += 1
-                    self._running = len(batch)
-                except Exception as error:  # noqa: BLE001 - delivered to every waiting request
-                    log.exception("engine step failed")
-                    for seq in newcomers:
-                        if not seq.finished:
-                            seq.fail(error)
-                    batch.fail_all(error)
-                    self._running = 0
-        batch.fail_all(EngineError("engine stopped"))
-        for seq in self._pending:
-            seq.fail(EngineError("engine stopped"))
+                    return
+                self._advance(batch, newcomers)
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("engine loop failed (%d in a row)", failures)
+                if failures >= _MAX_LOOP_FAILURES:
+                    raise
+                time.sleep(0.01 * failures)
+
+    def _advance(self, batch: RunningBatch, newcomers: list[Sequence]) -> None:
+        """Admit the newcomers and run one decode step; a failed forward pass fails the batch only."""
+        try:
+            if newcomers:
+                batch.admit(newcomers, self._forward)
+            if len(batch):
+                batch.step(self._forward)
+                self.steps += 1
+            self._running = len(batch)
+        except Exception as error:  # noqa: BLE001 - delivered to every waiting request
+            log.exception("engine step failed")
+            failure = EngineError(f"generation failed: {type(error).__name__}: {error}")
+            for seq in newcomers:
+                if not seq.finished:
+                    seq.fail(failure)
+            batch.fail_all(failure)
+            self._running = 0
+
+    def _drain(self, batch: RunningBatch) -> None:
+        """The worker ends: fail what is running or waiting, and every queued adapter command."""
+        with self._wakeup:
+            self._worker_gone = True
+            pending, self._pending = list(self._pending), collections.deque()
+            commands, self._commands = list(self._commands), collections.deque()
+        reason = "stopped after an internal error" if self._died is not None else "is shutting down"
+        error = EngineUnavailableError(f"the inference engine {reason}; retry shortly")
+        batch.fail_all(error)
+        for seq in pending:
+            seq.fail(error)
+        for _, _, future in commands:
+            _resolve(future, error)
+        self._running = 0
 
     def _wait_for_work(self, batch: RunningBatch) -> list[Sequence] | None:
-        """Apply adapter commands, then take newcomers that fit (waiting when idle). None: stop."""
+        """Apply adapter commands, then take newcomers that fit (waiting when idle). None: stop.
+
+        Commands run outside `_wakeup` (loading an adapter takes a while, and request handlers
+        queue their requests under it); which ones may run is decided under it."""
         with self._wakeup:
             while not self._stopping and not len(batch) and not self._pending and not self._commands:
                 self._wakeup.wait()
             if self._stopping:
                 return None
-            self._apply_commands(batch)
+            runnable = self._runnable_commands(batch)
+        self._apply_commands(runnable)
+        with self._wakeup:
+            if self._stopping:
+                return None
             if not len(batch) and self._pending and self._batch_window_s:
                 self._wakeup.wait_for(
                     lambda: len(self._pending) >= self._max_batch_size or self._stopping,
@@ -311,20 +399,37 @@ class HFEngine:
             newcomers.append(self._pending.popleft())
         return newcomers
 
-    def _apply_commands(self, batch: RunningBatch) -> None:
+    def _runnable_commands(self, batch: RunningBatch) -> list[tuple[str, Any, asyncio.Future[None]]]:
+        """Take the queued commands that may run now (under `_wakeup`); an unload whose adapter is
+        still in use waits, and its adapter is marked so no new request can take it meanwhile."""
+        runnable: list[tuple[str, Any, asyncio.Future[None]]] = []
         deferred: collections.deque[tuple[str, Any, asyncio.Future[None]]] = collections.deque()
         while self._commands:
-            kind, payload, future = self._commands.popleft()
-            if kind == "unload" and self._in_use(self._internal_names[payload], batch):
-                deferred.append((kind, payload, future))
-                continue
+            command = self._commands.popleft()
+            kind, payload, future = command
+            if kind == "unload":
+                with self._adapters_lock:
+                    internal = self._internal_names.get(payload)
+                    if internal is not None:
+                        self._unloading.add(payload)
+                if internal is None:
+                    _resolve(future, UnknownAdapterError(f"adapter {payload!r} is not loaded"))
+                    continue
+                if self._in_use(internal, batch):
+                    deferred.append(command)
+                    continue
+            runnable.append(command)
+        self._commands.extend(deferred)
+        return runnable
+
+    def _apply_commands(self, commands: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
+        for kind, payload, future in commands:
             try:
                 self._load_now(payload) if kind == "load" else self._unload_now(payload)
             except Exception as error:  # noqa: BLE001 - reported to the caller
                 _resolve(future, error)
             else:
                 _resolve(future, None)
-        self._commands.extend(deferred)
 
     def _in_use(self, internal: str, batch: RunningBatch) -> bool:
         return any(s.adapter == internal for s in list(batch.sequences) + list(self._pending))
@@ -332,24 +437,45 @@ class HFEngine:
     def _load_now(self, info: AdapterInfo) -> None:
         from peft import PeftModel
 
+        with self._adapters_lock:
+            if info.key in self._adapters:
+                raise InvalidRequestError(f"adapter {info.key!r} is already loaded", code="adapter_exists")
         self._adapter_counter += 1
         internal = f"adapter{self._adapter_counter}"
         if isinstance(self._model, PeftModel):
-            self._model.load_adapter(info.path, adapter_name=internal, is_trainable=False)
+            try:
+                self._model.load_adapter(info.path, adapter_name=internal, is_trainable=False)
+            except Exception:
+                if internal in self._model.peft_config:  # half loaded: take it out again
+                    with suppress(Exception):
+                        self._model.delete_adapter(internal)
+                self._reset_peft_mode()
+                raise
         else:
             self._model = PeftModel.from_pretrained(
                 self._model, info.path, adapter_name=internal, is_trainable=False
             ).eval()
-        self._adapters[info.key] = info
-        self._internal_names[info.key] = internal
+        with self._adapters_lock:
+            self._adapters[info.key] = info
+            self._internal_names[info.key] = internal
         self._reset_peft_mode()
         log.info("loaded adapter %s from %s", info.key, info.path)
 
     def _unload_now(self, key: str) -> None:
-        internal = self._internal_names.pop(key)
-        self._model.delete_adapter(internal)
+        with self._adapters_lock:
+            internal = self._internal_names.get(key)
+        if internal is None:
+            raise UnknownAdapterError(f"adapter {key!r} is not loaded")
+        if list(self._model.peft_config) == [internal]:
+            # the last one: PEFT cannot run without an active adapter, so take the LoRA layers out
+            self._model = self._model.unload()
+        else:
+            self._model.delete_adapter(internal)
         self.prefix_cache.drop_adapter(internal)
-        del self._adapters[key]
+        with self._adapters_lock:
+            del self._internal_names[key]
+            del self._adapters[key]
+            self._unloading.discard(key)
         self._reset_peft_mode()
         log.info("unloaded adapter %s", key)
 
@@ -424,4 +550,5 @@ def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
         else:
             future.set_exception(error)
 
-    future.get_loop().call_soon_threadsafe(settle)
+    with suppress(RuntimeError):  # the caller's event loop is closed: nobody waits any more
+        future.get_loop().call_soon_threadsafe(settle)

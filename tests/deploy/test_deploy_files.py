@@ -324,7 +324,6 @@ def test_the_variables_the_brief_requires_exist() -> None:
         "ENGINE",
         "BASE_MODEL",
         "ADMIN_TOKEN",
-        "REVIEWER_TOKEN",
         "API_KEYS",
         "ROLLOUT_SALT",
         "ADAPTERS_DIR",
@@ -352,14 +351,14 @@ def chart_environment(overrides: dict[str, Any] | None = None) -> dict[str, str]
         assert literal or name in rendered, f"deployment.yaml: add how {name} renders to this test"
         env[name] = literal.group(1) if literal else rendered[name]
     for name in re.findall(r"- name: (ZANTARA_\w+)\n\s+valueFrom:", deployment):
-        env[name] = "x" * 32 if name.endswith("TOKEN") else ""
+        env[name] = "x" * 32 if name.endswith(("TOKEN", "_KEY")) else ""
     return env
 
 
 def test_chart_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "ZANTARA_ADMIN_TOKEN",
-        "ZANTARA_REVIEWER_TOKEN",
+        "ZANTARA_USER_HASH_KEY",
         "ZANTARA_DATABASE_URL",
         "ZANTARA_API_KEYS",
         "ZANTARA_MIGRATE_ON_START",

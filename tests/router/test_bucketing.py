@@ -1,5 +1,7 @@
 """The canary split as a function: share, stickiness, extremes, monotonic growth."""
 
+import hashlib
+import hmac
 import random
 
 import pytest
@@ -57,3 +59,19 @@ def test_user_hash_hides_the_key() -> None:
     hashed = hash_user("alice@example.com", "s")
     assert "alice" not in hashed and len(hashed) == 64
     assert hashed == hash_user("alice@example.com", "s") != hash_user("alice@example.com", "t")
+
+
+def test_user_hash_is_an_hmac_under_the_secret_key() -> None:
+    secret = "a-secret-key-of-enough-length"
+    hashed = hash_user("+6281234567890", secret)
+    assert hashed == hmac.new(secret.encode(), b"+6281234567890", hashlib.sha256).hexdigest()
+    # the old scheme: sha256 of a public salt and the key, reversible by hashing guessed phone numbers
+    assert hashed != hashlib.sha256(f"user:{secret}:+6281234567890".encode()).hexdigest()
+    with pytest.raises(ValueError):
+        hash_user("+6281234567890", "")
+
+
+def test_buckets_do_not_move() -> None:
+    # pinned: a change of the bucket hash would move users between base and tuned mid-canary
+    keys = ["alice@example.com", "budi", "+6281234567890", "user-42"]
+    assert [bucket_of(key, "zantara") for key in keys] == [9642, 3795, 3590, 3519]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from sqlalchemy import event
 
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
@@ -48,3 +55,76 @@ def test_every_change_is_audited(stores) -> None:  # type: ignore[no-untyped-def
     with pytest.raises(ValueError):
         store.change(percentage=101, adapter=None, actor="ops", action="set")
     assert len(store.history()) == 2
+
+
+def _race(calls: list[Callable[[], object]]) -> list[object]:
+    """Run `calls` in threads started together; returns their results (or the exceptions they raised)."""
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], object]) -> object:
+        start.wait()
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - the test asserts on it
+            return error
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_two_first_changes_at_once_both_succeed(database_url: str) -> None:
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    sessions = make_session_factory(engine)
+    replicas = [
+        RolloutStore(sessions, default_percentage=20, default_adapter="demo@v1", cache_s=0) for _ in range(2)
+    ]
+    # Hold each transaction right after it reads the rollout row until the other has read it too (or a
+    # second has passed, when the other is already waiting for this one's lock): the window in which two
+    # first changes used to find no row and both insert it.
+    both_read = threading.Barrier(2)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _hold(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "rollout_state" in statement:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_read.wait(timeout=1)
+
+    results = _race(
+        [
+            lambda: replicas[0].change(percentage=30, adapter="demo@v1", actor="ana", action="set"),
+            lambda: replicas[1].change(percentage=40, adapter="demo@v1", actor="budi", action="set"),
+        ]
+    )
+    event.remove(engine, "after_cursor_execute", _hold)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    events = replicas[0].history()
+    assert sorted((e.actor, e.to_percentage) for e in events) == [("ana", 30), ("budi", 40)]
+    assert events[-1].from_percentage == 20 and events[0].from_percentage == events[-1].to_percentage
+    final = replicas[0].current()
+    assert (final.updated_by, final.percentage) == (events[0].actor, events[0].to_percentage)
+    engine.dispose()
+
+
+def test_the_initial_rollout_is_recorded_once_however_many_replicas_start(database_url: str) -> None:
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    replicas = [
+        RolloutStore(make_session_factory(engine), default_percentage=20, cache_s=0) for _ in range(4)
+    ]
+    created = _race([functools.partial(store.initialise, "demo@v2") for store in replicas])
+    assert sorted(created, key=str) == [False, False, False, True], created
+    (initial,) = replicas[0].history()
+    assert (initial.actor, initial.action, initial.from_percentage, initial.to_percentage) == (
+        "system",
+        "initial",
+        None,
+        20,
+    )
+    assert initial.to_adapter == "demo@v2"
+    replicas[1].change(percentage=50, adapter="demo@v2", actor="ops", action="set")
+    assert replicas[2].initialise("demo@v3") is False  # a later start leaves the stored rollout alone
+    current = replicas[3].current()
+    assert (current.percentage, current.adapter, current.updated_by) == (50, "demo@v2", "ops")
+    assert [e.action for e in replicas[0].history()] == ["set", "initial"]
+    engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -39,6 +40,17 @@ def stream_text(payloads: list[str]) -> str:
         for choice in json.loads(payload)["choices"]:
             text.append(choice["delta"].get("content") or "")
     return "".join(text)
+
+
+async def settled(client: httpx.AsyncClient) -> None:
+    """Wait until the service has written every interaction it buffered (they are written in the
+    background, a moment after the answer)."""
+    for _ in range(600):
+        ready = (await client.get("/readyz")).json()
+        if not ready["buffered_interactions"] and not any(ready["spool"].values()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"interactions were never written: {ready}")
 
 
 def row_counts(database_url: str) -> tuple[int, int]:

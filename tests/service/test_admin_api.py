@@ -48,6 +48,7 @@ async def test_rollout_set_and_rollback_are_audited(app_client: httpx.AsyncClien
     assert [(e["action"], e["from_percentage"], e["to_percentage"], e["actor"]) for e in events] == [
         ("rollback", 100, 0, "pytest"),
         ("set", 20, 100, "pytest"),
+        ("initial", None, 20, "system"),
     ]
     assert events[0]["reason"] == "complaints" and events[1]["to_adapter"] == "zantara-demo@v1"
 
@@ -67,7 +68,8 @@ async def test_bad_rollout_changes_are_refused_and_change_nothing(
 ) -> None:
     assert_error(await app_client.put("/admin/rollout", headers=admin_headers(), json=body), status)
     assert (await app_client.get("/admin/rollout", headers=admin_headers())).json()["percentage"] == 20
-    assert (await app_client.get("/admin/rollout/events", headers=admin_headers())).json() == []
+    events = (await app_client.get("/admin/rollout/events", headers=admin_headers())).json()
+    assert [e["action"] for e in events] == ["initial"]
 
 
 async def test_adapters_load_and_unload_without_restart(
@@ -100,7 +102,7 @@ async def test_adapters_load_and_unload_without_restart(
             headers=admin_headers(),
             json={"name": "x", "version": "v1", "path": "/nonexistent"},
         ),
-        400,
+        404,
     )
     assert_error(
         await app_client.post(

@@ -25,6 +25,7 @@ from training.prompts import ZANTARA_SYSTEM_PROMPT
 QUESTION = [{"role": "user", "content": "Berapa modal minimum untuk mendirikan PT PMA?"}]
 GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
 GREEDY = SamplingParams(max_tokens=24, temperature=0)
+LONG_PROMPTS = ["Ceritakan tentang Indonesia.", "Apa itu KITAS investor?", "Apa tips menabung?"]
 
 
 def make_other_adapter(source: Path, target: Path) -> Path:
@@ -209,20 +210,26 @@ async def test_requests_joining_a_running_batch_are_not_disturbed(engine: HFEngi
 
 
 async def test_max_tokens_stop_and_seed_are_honoured(engine: HFEngine) -> None:
+    # Some builds of the tiny model end an answer after a word: test on the first prompt this build
+    # answers with more words and tokens, so that the 5-token and stop-word answers are its prefixes.
+    longest = SamplingParams(max_tokens=40, temperature=0)
+    for messages in [QUESTION, GENERAL, *([{"role": "user", "content": q}] for q in LONG_PROMPTS)]:
+        done = await generate(engine, engine.prepare(messages, longest), longest, None)
+        if done.completion_tokens > 5 and len(done.text.split()) > 3:
+            break
+    full, words = done.text, done.text.split()
+    assert done.completion_tokens > 5 and len(words) > 3
     limited = await generate(
         engine,
-        engine.prepare(QUESTION, SamplingParams(max_tokens=5, temperature=0)),
+        engine.prepare(messages, SamplingParams(max_tokens=5, temperature=0)),
         SamplingParams(max_tokens=5, temperature=0),
         None,
     )
     assert limited.completion_tokens == 5 and limited.finish_reason == "length"
 
-    full = await answer(engine, QUESTION, None, SamplingParams(max_tokens=40, temperature=0))
-    words = full.split()
-    assert len(words) > 3
     stop_word = words[2]
     cut = SamplingParams(max_tokens=40, temperature=0, stop=(stop_word,))
-    stopped = await generate(engine, engine.prepare(QUESTION, cut), cut, None)
+    stopped = await generate(engine, engine.prepare(messages, cut), cut, None)
     assert stopped.finish_reason == "stop"
     assert stopped.text == full[: full.index(stop_word)]
 

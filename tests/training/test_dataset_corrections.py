@@ -90,3 +90,30 @@ def test_cli_import_stores_new_corrections_once(tmp_path: Path, sqlite_url: str)
     assert first.exit_code == again.exit_code == 0
     assert "1 correction(s) stored" in first.stdout and "0 correction(s) stored, 1 already" in again.stdout
     assert [r.correct_answer for r in load_corrections_db(sqlite_url)] == [RECORD["correct_answer"]]
+
+
+def test_database_corrections_are_exported_without_personal_data(sqlite_url: str) -> None:
+    engine = create_db_engine(sqlite_url)
+    with make_session_factory(engine)() as session, session.begin():
+        session.add(
+            Correction(
+                query="halo, nama saya budi santoso, NIK 3171012345678901. Berapa modal PT PMA?",
+                model_answer_wrong="Pak Budi, modal minimal 50 juta rupiah. Hubungi 0812-3456-7890.",
+                correct_answer=RECORD["correct_answer"] + " Silakan kirim dokumen ke budi@example.co.id.",
+                why_wrong="Budi Santoso diberi angka lama",
+                lesson=RECORD["lesson"],
+                category="company",
+                reviewer="ana",
+            )
+        )
+    engine.dispose()
+    (record,) = load_corrections_db(sqlite_url)
+    pair = record.to_pair()
+    assert pair is not None
+    exported = json.dumps([pair.to_chat(), pair.to_alpaca(), pair.extra], ensure_ascii=False)
+    for personal in ("budi", "Budi", "3171012345678901", "0812-3456-7890", "budi@example.co.id"):
+        assert personal not in exported
+    assert record.query == "halo, nama saya [NAMA], NIK [NIK]. Berapa modal PT PMA?"
+    assert record.model_answer_wrong == "Pak [NAMA], modal minimal 50 juta rupiah. Hubungi [TELEPON]."
+    assert record.why_wrong == "[NAMA] diberi angka lama" and record.lesson == RECORD["lesson"]
+    assert record.correct_answer.startswith(RECORD["correct_answer"])  # the answer itself is kept

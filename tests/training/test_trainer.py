@@ -20,7 +20,7 @@ from service.settings import Settings
 from tests.conftest import admin_headers, running
 from training.backends import BackendError, Environment, select_backend
 from training.demo_data import chat, load_seed
-from training.demo_model import answer_loss
+from training.demo_model import answer_loss, generate_answer
 from training.train_cli import train as train_command
 from training.train_config import PRESETS, load_config, preset_for
 from training.trainer import TrainResult, default_output_dir, mix_general, train
@@ -230,18 +230,24 @@ async def test_trained_adapter_is_served_as_the_tuned_variant(
 
 @pytest.mark.slow
 def test_early_stopping_triggers_on_a_planted_overfitting_run(demo_base: Path, tmp_path: Path) -> None:
-    # Validation asks the training questions but expects other answers: the more the adapter learns
-    # the training answers, the worse validation gets.
+    # Validation asks the training questions but expects the answers the base model gave before
+    # training, which are not the training answers. Whatever the build, validation starts at the base's
+    # own greedy answers, and the closer the adapter gets to the training answers, the less probability
+    # is left for the validation ones: validation loss cannot but rise while training loss falls.
+    tokenizer = AutoTokenizer.from_pretrained(demo_base)
+    base_model = AutoModelForCausalLM.from_pretrained(demo_base)
     seeds = load_seed()[:4]
     train_pairs = [(s.question, s.golden_answer) for s in seeds]
     validation_pairs = [
-        (s.question, other.golden_answer) for s, other in zip(seeds, seeds[1:] + seeds[:1], strict=True)
+        (s.question, generate_answer(base_model, tokenizer, s.question, max_new_tokens=40)) for s in seeds
     ]
+    assert all(t[1] != v[1] for t, v in zip(train_pairs, validation_pairs, strict=True))
     dataset = write_dataset(tmp_path / "data", train_pairs, validation_pairs)
     config = load_config(
         dataset=dataset,
         base_model=str(demo_base),
         output_dir=tmp_path / "out",
+        log_jsonl=tmp_path / "train.jsonl",
         epochs=40,
         eval_steps=1,
         **{**FAST, "general_ratio": 0, "learning_rate": 1e-2},
@@ -255,6 +261,9 @@ def test_early_stopping_triggers_on_a_planted_overfitting_run(demo_base: Path, t
         metrics["best_checkpoint"]
         == f"checkpoint-{metrics['eval_history'][losses.index(min(losses))]['step']}"
     )
+    records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in records if "loss" in r]
+    assert train_losses[-1] < train_losses[0], train_losses  # it is overfitting, not diverging
 
 
 class _Interrupt(TrainerCallback):

@@ -8,13 +8,14 @@ category}`), and each becomes a training pair: the query with the correct answer
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from training.dataset.files import DatasetInputError, read_items
+from training.dataset.pii import find_names, scrub
 from training.dataset.records import CATEGORIES, Pair
 from training.dataset.register import detect_register
 from training.dataset.topics import classify
@@ -34,6 +35,16 @@ class CorrectionRecord:
     lesson: str
     category: str | None
     origin: str
+
+    def scrubbed(self) -> CorrectionRecord:
+        """The record with personal data replaced by placeholders in every text field; a name found in
+        one field (the query's "nama saya ...") is replaced in the others too."""
+        fields = (self.query, self.model_answer_wrong, self.correct_answer, self.why_wrong, self.lesson)
+        names = [name for text in fields for name in find_names(text)]
+        query, wrong, correct, why, lesson = (scrub(text, names) for text in fields)
+        return replace(
+            self, query=query, model_answer_wrong=wrong, correct_answer=correct, why_wrong=why, lesson=lesson
+        )
 
     def to_pair(self) -> Pair | None:
         """The training pair (query -> correct answer); None when no category can be told."""
@@ -67,7 +78,8 @@ def load_corrections_file(path: Path) -> list[CorrectionRecord]:
 
 
 def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
-    """Every correction stored by the feedback loop, oldest first."""
+    """Every correction stored by the feedback loop, oldest first, personal data scrubbed: reviewers
+    copy real customer chats into them, and training data must not hold names or ID numbers."""
     from feedback.db import create_db_engine, make_session_factory
     from feedback.models import Correction
 
@@ -84,7 +96,7 @@ def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
                     row.lesson or "",
                     row.category if row.category in CATEGORIES else None,
                     f"database:{row.id}",
-                )
+                ).scrubbed()
                 for row in rows
             ]
     finally:

@@ -1,0 +1,319 @@
+"""The service's only path to the database for interactions and ratings, built to survive its outages.
+
+- Interactions are buffered in memory (bounded) and written in the background, in batches; a chat
+  answer never waits on the database. When the database is down they move to the local spool
+  (`feedback.spool`), so they also survive a restart of the service.
+- A rating is acknowledged only once committed to the database or fsynced to the spool. Concurrent
+  ratings share one transaction (group commit). A rating for an answer still waiting here (in the
+  buffer or the spool) is stored with it, never refused as unknown.
+- The spool is replayed in order as soon as the database answers again. Ratings of one answer are
+  serialised: while an earlier write for it waits in the spool, later ones join it there, so the last
+  rating always wins, and re-applying a replayed batch leaves the same rows.
+- A rating for an id this replica does not know, sent while the database is down, cannot be checked:
+  it is queued, and dropped (logged and counted) if that interaction has not appeared in the database
+  after `orphan_ttl_s` (another replica may still hold it in its own spool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from feedback.batching import GroupCommit
+from feedback.spool import Entry, Kind, Spool
+from feedback.store import (
+    REVIEW_THRESHOLD,
+    InteractionRecord,
+    RatingWrite,
+    StoredRating,
+    UnknownInteractionError,
+    apply_ratings,
+    save_interactions,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RatingOutcome:
+    """What `rate` did: committed to the database (`stored`), or fsynced to the spool (`queued`)."""
+
+    write: RatingWrite
+    stored: StoredRating | None
+    variant: str | None
+
+    @property
+    def queued(self) -> bool:
+        """True when the rating waits in the spool."""
+        return self.stored is None
+
+    @property
+    def needs_review(self) -> bool:
+        """Whether the answer goes to the review queue."""
+        return self.write.stars < REVIEW_THRESHOLD
+
+
+class FeedbackWriter:
+    """Buffers interactions, commits ratings, and spools both while the database is away."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        spool_path: Path,
+        *,
+        buffer_limit: int = 10_000,
+        batch_size: int = 256,
+        retry_s: float = 1.0,
+        orphan_ttl_s: float = 86_400.0,
+        on_rating: Callable[[StoredRating], None] | None = None,
+        on_drop: Callable[[Kind], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._spool = Spool(spool_path)
+        self._buffer: dict[str, InteractionRecord] = {}
+        self._buffer_limit = buffer_limit
+        self._batch_size = batch_size
+        self._retry_s = retry_s
+        self._orphan_ttl_s = orphan_ttl_s
+        self._on_rating = on_rating or (lambda _stored: None)
+        self._on_drop = on_drop or (lambda _kind: None)
+        self._db_up = True
+        self._next_probe = 0.0
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._db_ratings: GroupCommit[tuple[RatingWrite, InteractionRecord | None], StoredRating | None]
+        self._db_ratings = GroupCommit(self._commit_ratings, batch_size, in_flight=4)
+        self._spool_writes: GroupCommit[list[Entry], None] = GroupCommit(self._append, batch_size)
+
+    # --- state --------------------------------------------------------------------------------------
+
+    @property
+    def database_up(self) -> bool:
+        """False from a failed write until the database answers again."""
+        return self._db_up
+
+    @property
+    def buffered(self) -> int:
+        """Interactions waiting in memory."""
+        return len(self._buffer)
+
+    def spooled(self) -> dict[Kind, int]:
+        """Entries waiting in the spool, per kind."""
+        return self._spool.counts()
+
+    def status(self) -> dict[str, Any]:
+        """A summary for `/readyz`."""
+        return {"database_up": self._db_up, "buffered_interactions": self.buffered, "spool": self.spooled()}
+
+    # --- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background writer (it replays what an earlier run left in the spool)."""
+        self._task = asyncio.create_task(self._run(), name="zantara-feedback-writer")
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what waits to the database if it answers within `timeout_s`, spool the rest, stop."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._db_ratings.close()
+        await self._spool_writes.close()
+        deadline = time.monotonic() + timeout_s
+        while (self._buffer or self._spool.pending) and time.monotonic() < deadline:
+            before = (self.buffered, self._spool.pending)
+            if not await self._flush() or (self.buffered, self._spool.pending) == before:
+                break
+        if self._buffer:
+            await self._spool_records(list(self._buffer.values()))
+        left = self._spool.counts()
+        if any(left.values()):
+            log.warning("stopping with writes left in the spool %s: %s", self._spool.path, left)
+        self._spool.close()
+
+    # --- interactions -------------------------------------------------------------------------------
+
+    def record(self, record: InteractionRecord) -> None:
+        """Take an interaction for storage; returns at once (never blocks an answer)."""
+        if len(self._buffer) >= self._buffer_limit:
+            oldest = next(iter(self._buffer))
+            del self._buffer[oldest]
+            self._on_drop("interaction")
+            log.error("interaction buffer full (%d): dropped %s", self._buffer_limit, oldest)
+        self._buffer[record.id] = record
+        self._wake.set()
+
+    def pending_interaction(self, interaction_id: str) -> InteractionRecord | None:
+        """The interaction if it still waits in memory."""
+        return self._buffer.get(interaction_id)
+
+    # --- ratings ------------------------------------------------------------------------------------
+
+    async def rate(self, write: RatingWrite) -> RatingOutcome:
+        """Commit the rating, or spool it durably; raise UnknownInteractionError when the database
+        answers and nobody has that interaction."""
+        key = write.interaction_id
+        async with self._key_lock(key):
+            local = self._buffer.get(key)
+            if self._db_up and not await self._in_spool(key):
+                try:
+                    stored = await self._db_ratings.submit((write, local))
+                except SQLAlchemyError as error:
+                    self._mark_down(error)
+                else:
+                    if stored is None:
+                        raise UnknownInteractionError(key)
+                    self._forget(local)
+                    return RatingOutcome(write, stored, stored.variant)
+            local = self._buffer.get(key)
+            entries = [Entry("interaction", key, local.to_json())] if local is not None else []
+            await self._spool_writes.submit([*entries, Entry("rating", key, write.to_json())])
+            self._forget(local)
+            self._wake.set()
+            return RatingOutcome(write, None, local.variant if local is not None else None)
+
+    @asynccontextmanager
+    async def _key_lock(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _in_spool(self, key: str) -> bool:
+        return bool(self._spool.pending) and await asyncio.to_thread(self._spool.holds, key)
+
+    def _forget(self, record: InteractionRecord | None) -> None:
+        """Drop a record from the buffer once it is stored or spooled (unless replaced meanwhile)."""
+        if record is not None and self._buffer.get(record.id) is record:
+            del self._buffer[record.id]
+
+    def _commit_ratings(
+        self, items: list[tuple[RatingWrite, InteractionRecord | None]]
+    ) -> list[StoredRating | None]:
+        results = apply_ratings(self._sessions, [w for w, _ in items], [r for _, r in items if r is not None])
+        for stored in results:
+            if stored is not None:
+                self._on_rating(stored)
+        return results
+
+    def _append(self, groups: list[list[Entry]]) -> list[None]:
+        self._spool.append([entry for group in groups for entry in group])
+        return [None] * len(groups)
+
+    # --- background ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            with suppress(TimeoutError):
+                async with asyncio.timeout(self._retry_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception:  # noqa: BLE001 - the writer must outlive any one failure
+                log.exception("feedback writer failed; retrying")
+                await asyncio.sleep(self._retry_s)
+
+    async def _flush(self) -> bool:
+        """One round: buffered interactions to the database (or the spool), then replay the spool.
+        Returns False when the database is down (what waits stays durable in the spool)."""
+        async with self._flushing:
+            return await self._flush_once()
+
+    async def _flush_once(self) -> bool:
+        batch = list(self._buffer.values())[: self._batch_size]
+        if batch and self._db_up:
+            try:
+                await asyncio.to_thread(save_interactions, self._sessions, batch)
+            except SQLAlchemyError as error:
+                self._mark_down(error)
+            else:
+                for record in batch:
+                    self._forget(record)
+        if not self._db_up and self._buffer:
+            await self._spool_records(list(self._buffer.values()))
+        if not self._db_up:
+            if time.monotonic() < self._next_probe:
+                return False
+            self._next_probe = time.monotonic() + self._retry_s
+            if not await asyncio.to_thread(self._probe):
+                return False
+        if self._spool.pending:
+            try:
+                more = await asyncio.to_thread(self._replay)
+            except SQLAlchemyError as error:
+                self._mark_down(error)
+                return False
+            if more:
+                self._wake.set()
+        return True
+
+    async def _spool_records(self, records: list[InteractionRecord]) -> None:
+        entries = [Entry("interaction", r.id, r.to_json()) for r in records]
+        await asyncio.to_thread(self._spool.append, entries)
+        for record in records:
+            self._forget(record)
+
+    def _probe(self) -> bool:
+        try:
+            with self._sessions() as session:
+                session.execute(select(1))
+        except SQLAlchemyError:
+            return False
+        log.warning("database answers again; replaying %s spooled writes", self._spool.pending)
+        self._db_up = True
+        return True
+
+    def _mark_down(self, error: SQLAlchemyError) -> None:
+        if self._db_up:
+            log.warning("database unavailable (%s): writes go to the spool", type(error).__name__)
+        self._db_up = False
+        self._next_probe = time.monotonic() + self._retry_s
+
+    def _replay(self) -> bool:
+        """Apply the oldest due spool entries in one transaction; True when more are due."""
+        entries = self._spool.ready(self._batch_size)
+        if not entries:
+            return False
+        interactions = [InteractionRecord.from_json(e.payload) for e in entries if e.kind == "interaction"]
+        rated = [e for e in entries if e.kind == "rating"]
+        results = apply_ratings(
+            self._sessions, [RatingWrite.from_json(e.payload) for e in rated], interactions
+        )
+        done = [e for e in entries if e.kind == "interaction"]
+        deferred: list[Entry] = []
+        now = time.time()
+        for entry, stored in zip(rated, results, strict=True):
+            if stored is not None:
+                self._on_rating(stored)
+                done.append(entry)
+            elif now - entry.created > self._orphan_ttl_s:
+                log.error("dropping a spooled rating: no interaction %s appeared", entry.key)
+                self._on_drop("rating")
+                done.append(entry)
+            else:
+                deferred.append(entry)
+        self._spool.settle(done, deferred, defer_s=max(5.0, self._retry_s))
+        return len(entries) == self._batch_size

@@ -1,0 +1,74 @@
+"""Admin side of the blind A/B review (admin bearer token): queue pairs, read an adapter's summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from feedback.ab import NewPair, ab_summary, queue_pairs
+from service.deps import StateDep, require_admin
+from service.protocol import NO_NUL, ErrorResponse
+
+router = APIRouter(
+    prefix="/admin/ab",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={code: {"model": ErrorResponse} for code in (401, 422)},
+)
+
+
+class PairIn(BaseModel):
+    """A question with the base model's and the adapter's answers (what `zantara eval --ab-sample` sends)."""
+
+    question: str = Field(pattern=NO_NUL, min_length=1, max_length=20_000)
+    category: str | None = Field(None, pattern=NO_NUL, max_length=64)
+    register_: str | None = Field(
+        None, pattern=NO_NUL, alias="register", max_length=32, description="casual, business, formal."
+    )
+    complexity: str | None = Field(None, pattern=NO_NUL, max_length=32)
+    base_model: str = Field(pattern=NO_NUL, min_length=1, max_length=200)
+    adapter: str = Field(pattern=NO_NUL, min_length=1, max_length=200, description="`NAME@VERSION`.")
+    base_answer: str = Field(pattern=NO_NUL, max_length=50_000)
+    adapter_answer: str = Field(pattern=NO_NUL, max_length=50_000)
+    dataset_version: str | None = Field(None, pattern=NO_NUL, max_length=128)
+    source_id: str | None = Field(None, pattern=NO_NUL, max_length=200)
+
+
+class QueuedPairs(BaseModel):
+    """The ids of the pairs queued, in the order sent."""
+
+    ids: list[int]
+
+
+class SummaryOut(BaseModel):
+    """`feedback.ab.ABSummary`: win rate (ties count half) with its 95% interval, mean 1-10 ratings per
+    variant, and Krippendorff's alpha between reviewers."""
+
+    adapter: str
+    judgments: int
+    wins: int
+    losses: int
+    ties: int
+    win_rate: float | None
+    # a list, not a tuple: Schemathesis 4 misreads the tuple's `prefixItems` schema
+    win_rate_ci: list[float] | None = Field(min_length=2, max_length=2)
+    mean_ratings: dict[str, dict[str, float]]
+    krippendorff_alpha: float | None
+
+
+@router.post("/pairs", response_model=QueuedPairs, status_code=201)
+async def add_pairs(body: list[PairIn], state: StateDep) -> QueuedPairs:
+    """Queue base-vs-adapter pairs for blind review."""
+    pairs = [NewPair(**pair.model_dump(exclude={"register_"}), register=pair.register_) for pair in body]
+    return QueuedPairs(ids=await run_in_threadpool(queue_pairs, state.sessions, pairs))
+
+
+@router.get("/summary", response_model=SummaryOut)
+async def summary(
+    state: StateDep, adapter: str = Query(min_length=1, max_length=200, pattern=NO_NUL)
+) -> SummaryOut:
+    """The reviewers' verdicts on one adapter's pairs (for `zantara eval --endpoint`)."""
+    return SummaryOut(**asdict(await run_in_threadpool(ab_summary, state.sessions, adapter)))

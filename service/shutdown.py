@@ -1,0 +1,43 @@
+"""Serving with a graceful stop: on SIGTERM (Kubernetes' stop signal) the listening socket closes, running
+requests and streamed answers finish (up to `ZANTARA_GRACEFUL_SHUTDOWN_S`), then the lifespan's shutdown
+runs (engine, buffers) and the process exits 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from sse_starlette.sse import AppStatus
+
+log = logging.getLogger(__name__)
+
+STARTUP_FAILURE = 3
+"""Exit status when the app could not start (uvicorn's own)."""
+
+
+def serve(app: FastAPI, *, host: str, port: int, log_level: str, drain_s: int) -> None:
+    """Run `app` with uvicorn until SIGTERM or SIGINT, draining in-flight requests first.
+
+    sse-starlette cuts every open stream as soon as uvicorn is asked to exit; that is switched off so a
+    streamed answer ends with its `[DONE]`, and uvicorn's `timeout_graceful_shutdown` bounds the wait.
+    uvicorn re-raises the signal it caught once it has drained; the handler installed here takes that
+    SIGTERM, so a drained stop exits 0 instead of dying of the signal."""
+    AppStatus.disable_automatic_graceful_drain()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_s)
+    )
+    previous = signal.signal(signal.SIGTERM, _drained)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _drained(signum: int, _frame: FrameType | None) -> None:
+    log.info("stopped on %s after draining", signal.Signals(signum).name)

@@ -1,0 +1,166 @@
+"""The blind A/B page in a real headless Chromium (Debian's, driven by Playwright) against `zantara serve`:
+sign in, judge by keyboard, planted HTML stays text, the queue empties; phone-sized screenshots.
+
+Screenshots go to `ZANTARA_TEST_SCREENSHOTS` (default: the pytest temporary folder); the test prints
+their paths. Without `/usr/bin/chromium` the test fails (`make test` installs it), it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+
+from tests.served import running_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN = "e2e-admin-token-0123456789"
+PLANTED = (
+    '<script>window.__pwned = true; document.title = "pwned"</script><img src=x onerror="window.__pwned=1">'
+)
+PHONE = ViewportSize(width=390, height=844)
+
+
+@pytest.fixture(scope="module")
+def served(
+    demo_dirs: tuple[Path, Path], postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(service URL, database URL) of a running service on a fresh PostgreSQL database."""
+    from tests.postgres import fresh_database
+
+    with fresh_database(postgres_url) as database_url:
+        env = {
+            "ZANTARA_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+            "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
+            "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
+            "ZANTARA_DATABASE_URL": database_url,
+            "ZANTARA_ADMIN_TOKEN": ADMIN,
+            "ZANTARA_AB_OVERLAP": "2",
+        }
+        with running_server(env, timeout_s=120) as server:
+            yield server.url, database_url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (`make test` does it as root)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("ZANTARA_TEST_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def add_reviewer(database_url: str, name: str) -> str:
+    """`zantara reviewers add NAME` as an admin runs it; the token it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "reviewers", "add", name, "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def queue(url: str, *adapter_answers: str) -> None:
+    pairs = [
+        {
+            "question": f"Kak, modal minimum PT PMA berapa ya? ({n})",
+            "category": "company",
+            "register": "casual",
+            "complexity": "simple",
+            "base_model": "zantara-demo-base",
+            "adapter": "zantara-demo@v1",
+            "base_answer": f"Modal disetor minimal Rp 10 miliar. ({n})",
+            "adapter_answer": answer,
+        }
+        for n, answer in enumerate(adapter_answers)
+    ]
+    response = httpx.post(f"{url}/admin/ab/pairs", json=pairs, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 201, response.text
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(f"{url}/review/ab")
+    expect(page).to_have_url(f"{url}/review/login?next=/review/ab")
+    page.fill("#token", token)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{url}/review/ab")
+
+
+def judge_by_keyboard(page: Page, choice_key: str, digits: str) -> None:
+    page.keyboard.press(choice_key)
+    for digit in digits:
+        page.keyboard.press(digit)
+    page.keyboard.press("Enter")
+
+
+def test_review_ab_in_a_real_browser(served: tuple[str, str], browser: Browser, screenshots: Path) -> None:
+    url, database_url = served
+    token = add_reviewer(database_url, "ana")
+    queue(url, PLANTED, "Modal disetor minimal Rp 10 miliar untuk PT PMA, kak.")
+
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    mobile = phone.new_page()
+    mobile.goto(f"{url}/review/login")
+    login_shot = screenshots / "review-login-390x844.png"
+    mobile.screenshot(path=str(login_shot), full_page=True)
+    sign_in(mobile, url, token)
+    expect(mobile.locator("#answer-A")).to_be_visible()
+    page_width = mobile.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"], f"the page scrolls sideways on a phone ({page_width}px)"
+    ab_shot = screenshots / "review-ab-390x844.png"
+    mobile.screenshot(path=str(ab_shot), full_page=True)
+
+    desk = browser.new_context(viewport=ViewportSize(width=1280, height=900)).new_page()
+    sign_in(desk, url, token)
+    answers = desk.locator("#answer-A").inner_text() + desk.locator("#answer-B").inner_text()
+    assert "<script>window.__pwned = true;" in answers, "the planted HTML is shown as text"
+    assert desk.evaluate("window.__pwned") is None and desk.title() == "Blind A/B · ZANTARA review"
+    assert desk.locator("#answer-A script, #answer-B script, #answer-A img, #answer-B img").count() == 0
+
+    judge_by_keyboard(desk, "a", "879654")
+    expect(desk.locator("p.saved")).to_be_visible()
+    assert "(1)" in desk.locator("#question").inner_text(), "the second pair follows the first"
+    judge_by_keyboard(desk, "t", "777770")
+    expect(desk.locator("#queue-empty")).to_contain_text("queue is empty")
+
+    mobile.reload()
+    expect(mobile.locator("#queue-empty")).to_be_visible()
+    empty_shot = screenshots / "review-ab-empty-390x844.png"
+    mobile.screenshot(path=str(empty_shot), full_page=True)
+
+    summary = httpx.get(
+        f"{url}/admin/ab/summary",
+        params={"adapter": "zantara-demo@v1"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    ).json()
+    assert summary["judgments"] == 2 and summary["ties"] == 1
+    means = summary["mean_ratings"]
+    assert means["base"]["completeness"] + means["tuned"]["completeness"] == (9 + 4 + 7 + 10) / 2
+    for shot in (login_shot, ab_shot, empty_shot):
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")

@@ -1,0 +1,182 @@
+"""The feedback writer with a database that goes away: nothing acknowledged is lost, nothing doubles,
+the last rating wins, and what waits survives a restart (the spool is a real fsynced SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from feedback.db import create_db_engine, make_session_factory
+from feedback.migrate import upgrade
+from feedback.models import Interaction, Rating
+from feedback.store import RatingWrite, StoredRating, UnknownInteractionError
+from feedback.writer import FeedbackWriter
+from tests.feedback.test_store import _record
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def unreachable() -> Iterator[sessionmaker[Session]]:
+    """Sessions on a PostgreSQL port where nothing listens (port 1): every connection is refused."""
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/postgres?connect_timeout=2")
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+class Counted:
+    """Collects the ratings the writer reports as committed (what the metrics count)."""
+
+    def __init__(self) -> None:
+        self.stored: list[StoredRating] = []
+
+    def __call__(self, stored: StoredRating) -> None:
+        self.stored.append(stored)
+
+
+@pytest.fixture
+async def writer(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterator[FeedbackWriter]:
+    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=0.05)
+    await writer.start()
+    yield writer
+    await writer.close()
+
+
+def _stored(sessions: sessionmaker[Session]) -> tuple[list[str], dict[str, int]]:
+    with sessions() as session:
+        ids = sorted(session.scalars(select(Interaction.id)))
+        ratings = {r.interaction_id: r.stars for r in session.scalars(select(Rating))}
+    return ids, ratings
+
+
+async def _until(writer: FeedbackWriter, done: Callable[[], bool]) -> None:
+    """Let the writer's background task work until `done()` (fail after 30 s)."""
+    for _ in range(3000):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"writer did not get there: {writer.status()}")
+
+
+async def _drain(writer: FeedbackWriter) -> None:
+    await _until(
+        writer, lambda: not writer.buffered and not any(writer.spooled().values()) and writer.database_up
+    )
+
+
+async def test_a_buffered_interaction_can_be_rated_at_once(
+    writer: FeedbackWriter, sessions: sessionmaker[Session]
+) -> None:
+    writer.record(_record("a"))
+    outcome = await writer.rate(RatingWrite("a", 2, "salah"))
+    assert outcome.stored is not None and outcome.stored.variant == "tuned" and outcome.needs_review
+    again = await writer.rate(RatingWrite("a", 4, None))
+    assert again.stored is not None and again.stored.replaced == 2
+    assert _stored(sessions) == (["a"], {"a": 4})
+    with pytest.raises(UnknownInteractionError):
+        await writer.rate(RatingWrite("nobody", 3, None))
+
+
+async def test_outage_spools_in_order_and_replays_once(
+    sessions: sessionmaker[Session], unreachable: sessionmaker[Session], tmp_path: Path
+) -> None:
+    good_bind = sessions.kw["bind"]
+    sessions.configure(bind=unreachable.kw["bind"])
+    counted = Counted()
+    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=0.05, on_rating=counted)
+    await writer.start()
+    writer.record(_record("a"))
+    writer.record(_record("b", "base"))
+    first = await writer.rate(RatingWrite("a", 1, None))
+    second = await writer.rate(RatingWrite("a", 5, "better"))
+    third = await writer.rate(RatingWrite("b", 3, None))
+    unknown = await writer.rate(RatingWrite("elsewhere", 4, None))
+    assert [o.queued for o in (first, second, third, unknown)] == [True] * 4
+    assert (first.variant, unknown.variant) == ("tuned", None)
+    assert not writer.database_up and writer.spooled()["rating"] == 4
+    # an interaction may be spooled twice (by the rating and the background writer): replay is idempotent
+    assert writer.spooled()["interaction"] in (2, 3)
+
+    sessions.configure(bind=good_bind)
+    await _until(writer, lambda: writer.spooled() == {"interaction": 0, "rating": 1})
+    assert _stored(sessions) == (["a", "b"], {"a": 5, "b": 3})
+    # applied in order, each once: a=1 then a=5 replacing it, b=3; the orphan waits for its answer
+    assert [(s.interaction_id, s.stars, s.replaced) for s in counted.stored] == [
+        ("a", 1, None),
+        ("a", 5, 1),
+        ("b", 3, None),
+    ]
+    await writer.close(timeout_s=0.5)
+
+
+async def test_spooled_writes_survive_a_restart(
+    sessions: sessionmaker[Session], unreachable: sessionmaker[Session], tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    down = FeedbackWriter(unreachable, spool, retry_s=0.05)
+    await down.start()
+    down.record(_record("kept"))
+    down.record(_record("rated"))
+    await down.rate(RatingWrite("rated", 2, None))
+    await down.close(timeout_s=0.2)
+
+    up = FeedbackWriter(sessions, spool, retry_s=0.05)
+    assert up.spooled()["rating"] == 1 and up.spooled()["interaction"] >= 2
+    await up.start()
+    await _drain(up)
+    await up.close()
+    assert _stored(sessions) == (["kept", "rated"], {"rated": 2})
+
+
+async def test_a_rating_waits_behind_an_earlier_spooled_one(
+    writer: FeedbackWriter, sessions: sessionmaker[Session], unreachable: sessionmaker[Session]
+) -> None:
+    writer.record(_record("a"))
+    await _drain(writer)
+    good_bind = sessions.kw["bind"]
+    sessions.configure(bind=unreachable.kw["bind"])
+    assert (await writer.rate(RatingWrite("a", 1, None))).queued
+    sessions.configure(bind=good_bind)
+    writer._db_up = True  # the database is back but the spool is not replayed yet
+    later = await writer.rate(RatingWrite("a", 5, None))
+    assert later.queued, "a direct write now would be overwritten by the older spooled one"
+    await _drain(writer)
+    assert _stored(sessions) == (["a"], {"a": 5})
+
+
+async def test_an_orphan_rating_is_dropped_after_its_ttl(
+    sessions: sessionmaker[Session], unreachable: sessionmaker[Session], tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    dropped: list[str] = []
+    down = FeedbackWriter(unreachable, spool, retry_s=0.05)
+    await down.start()
+    await down.rate(RatingWrite("never-served", 4, None))
+    await down.close(timeout_s=0.2)
+    up = FeedbackWriter(sessions, spool, retry_s=0.05, orphan_ttl_s=0, on_drop=dropped.append)
+    await up.start()
+    await _drain(up)
+    await up.close()
+    assert dropped == ["rating"] and _stored(sessions) == ([], {})
+
+
+async def test_closing_flushes_the_buffer_to_the_database(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=60)
+    await writer.start()
+    for name in ("x", "y", "z"):
+        writer.record(_record(name))
+    await writer.close()
+    assert _stored(sessions) == (["x", "y", "z"], {})

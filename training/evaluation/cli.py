@@ -1,0 +1,233 @@
+"""`zantara eval`: score the base and adapters side by side, apply the quality gates, write the reports.
+
+    zantara eval --dataset var/datasets/ds-... --adapter var/adapters/zantara/v3
+    zantara eval --dataset DIR --endpoint http://gpu-host:8000/v1 --base BASE --adapter zantara@v3
+
+Exit code 0: every gate passed; 1: a gate failed; 2: bad input (unknown dataset, adapter, endpoint,
+gates file). The in-process path needs the serving engine, which lives in `service/` (training never
+imports service): the service's CLI builds this command with `build_eval_command(hooks)`, handing in
+the engine-backed answer source and the default database URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from training.evaluation.ab import ab_summaries, queue_ab_pairs
+from training.evaluation.data import EvalData, EvalInputError, load_eval_data
+from training.evaluation.facts import RegistryCheck
+from training.evaluation.gates import DEFAULT_GATES, evaluate_gates, load_gates
+from training.evaluation.http_source import HttpSource
+from training.evaluation.report import write_reports
+from training.evaluation.runner import Outputs, collect
+from training.evaluation.scoring import score
+from training.evaluation.sources import AnswerSource
+
+EXIT_PASSED, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_OUT = Path("var/eval")
+console = Console()
+errors = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class EvalHooks:
+    """What the service hands in: the in-process answer source (base model, adapter specs) and the
+    default database URL (the A/B review tables)."""
+
+    in_process: Callable[[str | None, list[str]], AnswerSource]
+    database_url: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """One evaluation run as asked on the command line."""
+
+    dataset: Path
+    split: str = "test"
+    out: Path | None = None
+    gates: Path | None = None
+    base_model: str | None = None
+    adapters: list[str] = field(default_factory=list)
+    endpoint: str | None = None
+    api_key: str | None = None
+    base: str | None = None
+    max_tokens: int = 256
+    limit: int | None = None
+    bootstrap: int = 1000
+    ab_sample: int = 0
+    database_url: str | None = None
+    progress: bool = True
+
+
+def run_eval(options: EvalOptions, hooks: EvalHooks) -> int:
+    """Run the evaluation and write the reports; returns the exit code."""
+    try:
+        config = load_gates(options.gates)
+        data = load_eval_data(options.dataset, options.split, limit=options.limit)
+        registry = RegistryCheck()
+        source = _source(options, hooks)
+        outputs = asyncio.run(_collect(source, data, options))
+        database_url = options.database_url or hooks.database_url()
+        queued = (
+            queue_ab_pairs(
+                database_url,
+                data.all(),
+                outputs.answers,
+                outputs.variants,
+                options.ab_sample,
+                data.dataset_version,
+            )
+            if options.ab_sample
+            else {}
+        )
+    except EvalInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        return EXIT_BAD_INPUT
+    scores = score(data, outputs, registry, options.bootstrap)
+    ab = ab_summaries(database_url, outputs.variants)
+    gates = evaluate_gates(config, scores.variants, ab)
+    passed = all(gate["status"] != "fail" for gate in gates)
+    report: dict[str, Any] = {
+        "dataset_version": data.dataset_version,
+        "split": options.split,
+        "source": source.description,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "accuracy_metric": config["accuracy_improvement"]["metric"],
+        "counts": {name: len(rows) for name, rows in data.items.items()},
+        "variants": scores.variants,
+        "gates": gates,
+        "critical_errors": scores.critical_errors,
+        "warnings": scores.warnings,
+        "ab": ab,
+        "ab_queued": queued,
+        "passed": passed,
+    }
+    out = (
+        options.out or DEFAULT_OUT / f"{data.dataset_version or 'dataset'}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    )
+    json_path, html_path = write_reports(out, report, scores.rows)
+    _print_summary(report)
+    console.print(f"reports: {json_path} and {html_path}")
+    return EXIT_PASSED if passed else EXIT_GATE_FAILED
+
+
+def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
+    """The typer command `zantara eval`, bound to the service's hooks."""
+
+    def eval_command(
+        dataset: Annotated[Path, typer.Option(help="Dataset folder from `zantara dataset build`.")],
+        split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+        out: Annotated[
+            Path | None, typer.Option(help="Report folder (default var/eval/<version>-<time>).")
+        ] = None,
+        gates: Annotated[
+            Path | None, typer.Option(help=f"Gates YAML over the defaults ({DEFAULT_GATES.name}).")
+        ] = None,
+        base_model: Annotated[
+            str | None,
+            typer.Option(help="In process: base model path or hub id (default: ZANTARA_BASE_MODEL)."),
+        ] = None,
+        adapter: Annotated[
+            list[str] | None,
+            typer.Option(help="Adapter to compare: a directory or NAME@VERSION (repeat for several)."),
+        ] = None,
+        endpoint: Annotated[
+            str | None, typer.Option(help="OpenAI-compatible server URL instead of the in-process engine.")
+        ] = None,
+        api_key: Annotated[
+            str | None, typer.Option(envvar="ZANTARA_EVAL_API_KEY", help="Bearer key for --endpoint.")
+        ] = None,
+        base: Annotated[
+            str | None, typer.Option(help="With --endpoint: the base model's name there.")
+        ] = None,
+        max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 256,
+        limit: Annotated[int | None, typer.Option(min=1, help="At most this many questions per set.")] = None,
+        bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for the intervals.")] = 1000,
+        ab_sample: Annotated[
+            int, typer.Option(min=0, help="Queue this many blind A/B pairs per adapter.")
+        ] = 0,
+        database_url: Annotated[
+            str | None, typer.Option(help="A/B review database (default ZANTARA_DATABASE_URL).")
+        ] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    ) -> None:
+        """Score the base and each adapter on a dataset split; apply the quality gates (exit 0/1/2)."""
+        options = EvalOptions(
+            dataset=dataset,
+            split=split,
+            out=out,
+            gates=gates,
+            base_model=base_model,
+            adapters=list(adapter or []),
+            endpoint=endpoint,
+            api_key=api_key,
+            base=base,
+            max_tokens=max_tokens,
+            limit=limit,
+            bootstrap=bootstrap,
+            ab_sample=ab_sample,
+            database_url=database_url,
+            progress=progress,
+        )
+        raise typer.Exit(run_eval(options, hooks))
+
+    return eval_command
+
+
+def _source(options: EvalOptions, hooks: EvalHooks) -> AnswerSource:
+    if options.endpoint:
+        if options.base_model:
+            raise EvalInputError(
+                "--base-model is for the in-process engine; with --endpoint name it with --base"
+            )
+        if not options.base:
+            raise EvalInputError("--endpoint needs --base: the base model's name on that server")
+        return HttpSource(options.endpoint, options.base, options.adapters, api_key=options.api_key)
+    if options.base:
+        raise EvalInputError("--base names the base model on an --endpoint; in process use --base-model")
+    return hooks.in_process(options.base_model, options.adapters)
+
+
+async def _collect(source: AnswerSource, data: EvalData, options: EvalOptions) -> Outputs:
+    try:
+        variants = await source.start()
+        return await collect(source, variants, data, max_tokens=options.max_tokens, progress=options.progress)
+    finally:
+        await source.close()
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    metrics = Table(
+        "variant", "chrF", "BLEU", "exact", "fact precision", "consistency", "perplexity", "critical"
+    )
+    for key, variant in report["variants"].items():
+        test = variant["test"]
+        metrics.add_row(
+            key,
+            *(
+                str(test[name]["value"])
+                for name in ("chrf", "bleu", "exact_match", "fact_precision", "consistency")
+            ),
+            str(test["perplexity"]["value"] if test["perplexity"]["value"] is not None else "unavailable"),
+            str(variant["critical_errors"]),
+        )
+    console.print(metrics)
+    gates = Table("gate", "variant", "value", "threshold", "status", "detail")
+    colours = {"pass": "green", "fail": "red", "skipped": "dim"}
+    for gate in report["gates"]:
+        status = f"[{colours[gate['status']]}]{gate['status']}[/]"
+        gates.add_row(
+            gate["name"], gate["variant"], str(gate["value"]), str(gate["threshold"]), status, gate["detail"]
+        )
+    console.print(gates)
+    verdict = "[green]all gates passed[/]" if report["passed"] else "[red]a gate failed[/]"
+    console.print(verdict)
