@@ -40,6 +40,8 @@ bench: install
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/prefix_cache.py
 	$(BIN)/python bench/peft_step.py
+	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/ratings.py
 
 clean:
 	rm -rf $(VENV) var .cache

@@ -256,12 +256,12 @@ class ChatCompletions:
             )
             raise
         except Exception as error:  # noqa: BLE001 - reported in-band: the 200 is already sent
-            log.exception("stream failed")
+            log.error("stream failed: %s", type(error).__name__)
             self._state.metrics.requests.labels(route.variant, "error").inc()
             yield json.dumps(
                 {
                     "error": {
-                        "message": str(error),
+                        "message": "Generating this answer failed; the incident is logged.",
                         "type": "api_error",
                         "param": None,
                         "code": "generation_failed",

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.backends import Environment, load_model, select_backend
-from training.demo_data import GENERAL_FILE, chat, load_general, read_jsonl
+from training.demo_data import GENERAL_FILE, chat, read_jsonl
+from training.general_split import general_rows
 from training.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -136,7 +137,8 @@ def mix_general(domain_pairs: int, config: TrainConfig) -> list[dict[str, Any]]:
     """General-Indonesian chats so that they make `general_ratio` of the training mix (seeded sample)."""
     if config.general_ratio == 0:
         return []
-    pairs = load_general(config.general_path or GENERAL_FILE)
+    rows = general_rows(config.general_path or GENERAL_FILE, held_out=False)
+    pairs = [(row["question"], row["answer"]) for row in rows]
     wanted = round(domain_pairs * config.general_ratio / (1 - config.general_ratio))
     rng = random.Random(config.seed)
     picked = [pair for _ in range(wanted // len(pairs)) for pair in pairs] + rng.sample(

@@ -3,8 +3,9 @@ service process. Every acknowledged rating must be in the database afterwards, w
 acknowledged, and chat must keep answering during the outage.
 
 The outage lasts `OUTAGE_S` (8 s, not the issue's 30 s, to keep `make test` fast: the service's
-behaviour does not depend on the length, only the spool's size does; `bench/ratings.py` runs a longer
-one). The server is this test's own (tests/pg_control.py), so stopping it breaks no other test.
+behaviour does not depend on the length, only the spool's size does; `ZANTARA_FAULT_OUTAGE_S=30`
+runs the issue's length). The server is this test's own (tests/pg_control.py), so stopping it
+breaks no other test.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from feedback.models import Interaction, Rating
 from tests.pg_control import ControlledPostgres, controlled_postgres
 from tests.served import running_server
 
-OUTAGE_S = 8.0
+OUTAGE_S = float(os.environ.get("ZANTARA_FAULT_OUTAGE_S", "8"))
 BEFORE_S, AFTER_S = 3.0, 3.0
 CLIENTS = 6
 

@@ -19,8 +19,9 @@ from service.app import create_app
 from service.settings import Settings
 from tests.conftest import admin_headers, running
 from training.backends import BackendError, Environment, select_backend
-from training.demo_data import chat, load_seed
+from training.demo_data import GENERAL_FILE, chat, load_seed, read_jsonl
 from training.demo_model import answer_loss, generate_answer
+from training.evaluation.data import general_holdout
 from training.train_cli import train as train_command
 from training.train_config import PRESETS, load_config, preset_for
 from training.trainer import TrainResult, default_output_dir, mix_general, train
@@ -138,6 +139,16 @@ def test_general_chats_make_the_configured_share_of_the_mix() -> None:
     assert len(general) == 100  # 100 of 500 = 20 %
     assert general[0]["prompt"][0]["role"] == "system" and general[0]["completion"][0]["role"] == "assistant"
     assert mix_general(400, load_config(dataset=Path("d"), base_model="b", general_ratio=0)) == []
+
+
+def test_the_general_regression_set_is_never_trained_on() -> None:
+    held_out = {item.reference for item in general_holdout()}
+    trained = {
+        row["completion"][0]["content"]
+        for row in mix_general(2000, load_config(dataset=Path("d"), base_model="b"))
+    }
+    assert held_out and trained and not held_out & trained
+    assert len(held_out) + len(trained) == len({row["answer"] for row in read_jsonl(GENERAL_FILE)})
 
 
 def test_default_versions_count_up_and_resume_reuses_the_unfinished_one(

@@ -8,7 +8,6 @@ the unknown set (`data/eval/unknown.jsonl`) holds questions the model must decli
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,12 +16,11 @@ from typing import Any
 
 from training.dataset.files import DatasetInputError, read_items
 from training.dataset.register import words
+from training.general_split import GENERAL_FILE, general_rows
 from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 REPO = Path(__file__).resolve().parents[2]
-GENERAL_FILE = REPO / "data" / "general" / "general.jsonl"
 UNKNOWN_FILE = REPO / "data" / "eval" / "unknown.jsonl"
-GENERAL_HOLDOUT_SHARE = 0.2
 SETS: tuple[str, ...] = ("test", "general", "unknown")
 
 
@@ -102,23 +100,18 @@ def load_eval_data(
     return EvalData(manifest.get("version"), items)
 
 
-def general_holdout(path: Path = GENERAL_FILE, share: float = GENERAL_HOLDOUT_SHARE) -> list[EvalItem]:
-    """The general-Indonesian regression set: the records whose id hashes into the first `share`."""
-    picked = []
-    for item in read_items(path):
-        row = item.value
-        digest = int(hashlib.sha256(str(row["id"]).encode()).hexdigest()[:8], 16)
-        if digest / 0xFFFFFFFF < share:
-            picked.append(
-                EvalItem(
-                    id=str(row["id"]),
-                    set="general",
-                    messages=(("system", ZANTARA_SYSTEM_PROMPT), ("user", row["question"])),
-                    reference=row["answer"],
-                    register=row.get("register"),
-                )
-            )
-    return picked
+def general_holdout(path: Path = GENERAL_FILE) -> list[EvalItem]:
+    """The general-Indonesian regression set: the part the trainer never sees (`training.general_split`)."""
+    return [
+        EvalItem(
+            id=str(row["id"]),
+            set="general",
+            messages=(("system", ZANTARA_SYSTEM_PROMPT), ("user", row["question"])),
+            reference=row["answer"],
+            register=row.get("register"),
+        )
+        for row in general_rows(path, held_out=True)
+    ]
 
 
 def spread(items: list[EvalItem], limit: int) -> list[EvalItem]:
