@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -13,8 +14,11 @@ R = TypeVar("R")
 
 class GroupCommit(Generic[T, R]):
     """Hands items submitted concurrently to `handle` in batches (up to `in_flight` batches at a time,
-    each in a worker thread); each caller gets its own item's result, or the batch's exception. Items
-    that must keep their order must not be in flight together (callers serialise them)."""
+    each in a worker thread of its own pool); each caller gets its own item's result, or the batch's
+    exception. Items that must keep their order must not be in flight together (callers serialise them).
+
+    The pool is its own so that `in_flight` batches really can wait on their commits together: the
+    event loop's default pool has only `cpu_count + 4` threads, shared with every other `to_thread`."""
 
     def __init__(
         self, handle: Callable[[list[T]], list[R]], max_batch: int = 256, in_flight: int = 1
@@ -22,6 +26,7 @@ class GroupCommit(Generic[T, R]):
         self._handle = handle
         self._max_batch = max_batch
         self._in_flight = in_flight
+        self._threads = ThreadPoolExecutor(in_flight, thread_name_prefix="zantara-group-commit")
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._drainers: set[asyncio.Task[None]] = set()
 
@@ -41,7 +46,9 @@ class GroupCommit(Generic[T, R]):
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                results = await asyncio.to_thread(self._handle, [item for item, _ in batch])
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, self._handle, [item for item, _ in batch]
+                )
             except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
                 for _, future in batch:
                     if not future.done():
@@ -52,9 +59,10 @@ class GroupCommit(Generic[T, R]):
                         future.set_result(result)
 
     async def close(self) -> None:
-        """Wait for the batches already queued."""
+        """Wait for the batches already queued, then stop the worker threads."""
         while self._drainers:
             await asyncio.gather(*self._drainers)
+        self._threads.shutdown(wait=False)
 
 
 def _retrieve(future: asyncio.Future[R]) -> None:

@@ -73,6 +73,7 @@ class FeedbackWriter:
         *,
         buffer_limit: int = 10_000,
         batch_size: int = 256,
+        commit_in_flight: int = 4,
         retry_s: float = 1.0,
         orphan_ttl_s: float = 86_400.0,
         on_rating: Callable[[StoredRating], None] | None = None,
@@ -95,7 +96,7 @@ class FeedbackWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._db_ratings: GroupCommit[tuple[RatingWrite, InteractionRecord | None], StoredRating | None]
-        self._db_ratings = GroupCommit(self._commit_ratings, batch_size, in_flight=4)
+        self._db_ratings = GroupCommit(self._commit_ratings, batch_size, in_flight=commit_in_flight)
         self._spool_writes: GroupCommit[list[Entry], None] = GroupCommit(self._append, batch_size)
 
     # --- state --------------------------------------------------------------------------------------

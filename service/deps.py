@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the service state, authentication, the caller's identity."""
+"""FastAPI dependencies: the service state, authentication, the caller's identity.
+
+They are `async def` although none of them awaits: FastAPI runs a plain `def` dependency in its thread
+pool, one thread hop per dependency per request, which cost more than the work they do."""
 
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ from service.errors import APIError
 from service.state import ServiceState
 
 
-def get_state(request: Request) -> ServiceState:
+def state_of(request: Request) -> ServiceState:
     """The live service state built by the lifespan."""
     return request.app.state.zantara  # type: ignore[no-any-return]
+
+
+async def get_state(request: Request) -> ServiceState:
+    """The live service state, as a dependency."""
+    return state_of(request)
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
@@ -38,7 +46,7 @@ def _matches(token: bytes | None, secrets: list[str]) -> bool:
     return token is not None and any(hmac.compare_digest(token, s.encode()) for s in secrets if s)
 
 
-def require_api_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """When `ZANTARA_API_KEYS` is set, `/v1` needs one of them as a bearer token."""
     keys = state.settings.api_keys
     if keys and not _matches(_bearer(authorization), keys):
@@ -50,7 +58,7 @@ def require_api_key(state: StateDep, authorization: Annotated[str | None, Header
         )
 
 
-def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """`/admin` needs the admin bearer token (`ZANTARA_ADMIN_TOKEN`)."""
     if not _matches(_bearer(authorization), [state.settings.admin_token]):
         raise APIError(
@@ -61,7 +69,7 @@ def require_admin(state: StateDep, authorization: Annotated[str | None, Header()
         )
 
 
-def actor(x_zantara_actor: Annotated[str | None, Header(max_length=200)] = None) -> str:
+async def actor(x_zantara_actor: Annotated[str | None, Header(max_length=200)] = None) -> str:
     """Who makes an admin change, for the audit trail (`X-Zantara-Actor`, default `admin`)."""
     return (x_zantara_actor or "admin").strip() or "admin"
 

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse
 
 from service.chat import ChatCompletions
-from service.deps import StateDep, get_state, require_api_key
+from service.deps import StateDep, require_api_key, state_of
 from service.errors import http_status
 from service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
 
@@ -30,7 +30,7 @@ class CountedRoute(APIRoute):
             except Exception as exc:
                 if not getattr(request.state, "generating", False):
                     status = "rejected" if http_status(exc) < 500 else "error"
-                    get_state(request).metrics.requests.labels("none", status).inc()
+                    state_of(request).metrics.requests.labels("none", status).inc()
                 raise
 
         return counted

@@ -56,9 +56,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     response_model=FeedbackResponse,
     responses=RESPONSES,
 )
-async def submit_feedback(body: FeedbackRequest, state: StateDep, response: Response) -> FeedbackResponse:
+async def submit_feedback(body: FeedbackRequest, state: StateDep) -> Response:
     """Store (or replace) the rating, acknowledged only once committed or durably spooled; 404 for an
-    id unknown to the database and to this replica."""
+    id unknown to the database and to this replica. The answer is serialised here: FastAPI would validate
+    the `FeedbackResponse` built just below all over again before serialising it."""
     write = RatingWrite(body.response_id, body.rating, body.comment)
     try:
         outcome = await state.feedback.rate(write)
@@ -71,9 +72,7 @@ async def submit_feedback(body: FeedbackRequest, state: StateDep, response: Resp
         raise APIError(
             503, "The rating could not be stored; send it again.", code="rating_not_stored"
         ) from None
-    if outcome.stored is None:
-        response.status_code = 202
-    return FeedbackResponse(
+    answer = FeedbackResponse(
         response_id=write.interaction_id,
         rating=write.stars,
         comment=write.comment,
@@ -82,3 +81,4 @@ async def submit_feedback(body: FeedbackRequest, state: StateDep, response: Resp
         needs_review=outcome.needs_review,
         status="queued" if outcome.queued else "stored",
     )
+    return Response(answer.model_dump_json(), 202 if outcome.queued else 200, media_type="application/json")
