@@ -31,6 +31,18 @@ class Server:
     ready_s: float
 
 
+def demo_env(var_dir: Path, demo_dirs: tuple[Path, Path], database_url: str, **more: str) -> dict[str, str]:
+    """The settings of a served demo model (the session's cached build) with its own var dir and
+    database; `more` adds or overrides `ZANTARA_*` variables."""
+    return {
+        "ZANTARA_VAR_DIR": str(var_dir),
+        "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
+        "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
+        "ZANTARA_DATABASE_URL": database_url,
+        **more,
+    }
+
+
 @contextmanager
 def running_server(env: dict[str, str], *, timeout_s: float = 600) -> Iterator[Server]:
     """Run the service with `env` (ZANTARA_* settings over this process's environment) on a free port

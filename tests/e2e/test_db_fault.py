@@ -28,7 +28,7 @@ from feedback.db import create_db_engine
 from feedback.migrate import upgrade
 from feedback.models import Interaction, Rating
 from tests.pg_control import ControlledPostgres, controlled_postgres
-from tests.served import running_server
+from tests.served import demo_env, running_server
 
 OUTAGE_S = float(os.environ.get("ZANTARA_FAULT_OUTAGE_S", "8"))
 BEFORE_S, AFTER_S = 3.0, 3.0
@@ -135,15 +135,14 @@ async def _traffic(url: str, database: ControlledPostgres) -> Tally:
 def test_no_acknowledged_rating_is_lost_when_postgres_goes_away(
     database: ControlledPostgres, demo_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    env = {
-        "ZANTARA_VAR_DIR": str(tmp_path / "var"),
-        "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
-        "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
-        "ZANTARA_DATABASE_URL": database.url,
-        "ZANTARA_ADMIN_TOKEN": "fault-admin-token-0123456789",
-        "ZANTARA_ROLLOUT_CACHE_S": "0",
-        "ZANTARA_SPOOL_RETRY_S": "0.2",
-    }
+    env = demo_env(
+        tmp_path / "var",
+        demo_dirs,
+        database.url,
+        ZANTARA_ADMIN_TOKEN="fault-admin-token-0123456789",
+        ZANTARA_ROLLOUT_CACHE_S="0",
+        ZANTARA_SPOOL_RETRY_S="0.2",
+    )
     with running_server(env, timeout_s=180) as server:
         tally = asyncio.run(_traffic(server.url, database))
 

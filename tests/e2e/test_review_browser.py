@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
-from tests.served import running_server
+from tests.served import demo_env, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,14 +43,13 @@ def served(
     from tests.postgres import fresh_database
 
     with fresh_database(postgres_url) as database_url:
-        env = {
-            "ZANTARA_VAR_DIR": str(tmp_path_factory.mktemp("var")),
-            "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
-            "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
-            "ZANTARA_DATABASE_URL": database_url,
-            "ZANTARA_ADMIN_TOKEN": ADMIN,
-            "ZANTARA_AB_OVERLAP": "2",
-        }
+        env = demo_env(
+            tmp_path_factory.mktemp("var"),
+            demo_dirs,
+            database_url,
+            ZANTARA_ADMIN_TOKEN=ADMIN,
+            ZANTARA_AB_OVERLAP="2",
+        )
         with running_server(env, timeout_s=120) as server:
             yield server.url, database_url
 

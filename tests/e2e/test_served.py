@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
-from tests.served import running_server
+from tests.served import demo_env, running_server
 
 API_KEY = "sk-test-backend-chat"
 ADMIN = "e2e-admin-token-0123456789"
@@ -26,15 +26,14 @@ def served(
     from tests.postgres import fresh_database
 
     with fresh_database(postgres_url) as database_url:
-        env = {
-            "ZANTARA_VAR_DIR": str(tmp_path_factory.mktemp("var")),
-            "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
-            "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
-            "ZANTARA_DATABASE_URL": database_url,
-            "ZANTARA_API_KEYS": API_KEY,
-            "ZANTARA_ADMIN_TOKEN": ADMIN,
-            "ZANTARA_ROLLOUT_CACHE_S": "0",
-        }
+        env = demo_env(
+            tmp_path_factory.mktemp("var"),
+            demo_dirs,
+            database_url,
+            ZANTARA_API_KEYS=API_KEY,
+            ZANTARA_ADMIN_TOKEN=ADMIN,
+            ZANTARA_ROLLOUT_CACHE_S="0",
+        )
         with running_server(env, timeout_s=120) as server:
             yield server.url
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.postgres import free_port
-from tests.served import REPO
+from tests.served import REPO, demo_env
 from tests.service.helpers import chat_body
 
 STREAMS = 4
@@ -55,13 +55,14 @@ async def test_sigterm_drains_streams_then_exits_0(demo_dirs: tuple[Path, Path],
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "ZANTARA_LOG_LEVEL": "warning",
-        "ZANTARA_VAR_DIR": str(tmp_path / "var"),
-        "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
-        "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
-        "ZANTARA_DATABASE_URL": f"sqlite:///{tmp_path / 'zantara.db'}",
-        "ZANTARA_PORT": str(port),
-        "ZANTARA_GRACEFUL_SHUTDOWN_S": "60",
+        **demo_env(
+            tmp_path / "var",
+            demo_dirs,
+            f"sqlite:///{tmp_path / 'zantara.db'}",
+            ZANTARA_LOG_LEVEL="warning",
+            ZANTARA_PORT=str(port),
+            ZANTARA_GRACEFUL_SHUTDOWN_S="60",
+        ),
     }
     with tempfile.TemporaryFile("w+") as output:
         server = subprocess.Popen(

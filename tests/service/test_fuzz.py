@@ -35,7 +35,7 @@ from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.reviewers import add_reviewer
 from tests.postgres import fresh_database
-from tests.served import running_server
+from tests.served import demo_env, running_server
 
 API_KEY = "sk-fuzz-backend"
 ADMIN = "fuzz-admin-token-0123456789"
@@ -76,18 +76,17 @@ def fuzz_target(
         database = create_db_engine(database_url)
         _, reviewer_token = add_reviewer(make_session_factory(database), "fuzz")
         database.dispose()
-        env = {
-            "ZANTARA_VAR_DIR": str(tmp_path_factory.mktemp("var")),
-            "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
-            "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
-            "ZANTARA_DATABASE_URL": database_url,
-            "ZANTARA_API_KEYS": API_KEY,
-            "ZANTARA_ADMIN_TOKEN": ADMIN,
-            "ZANTARA_MAX_TOKENS_LIMIT": str(MAX_TOKENS),
-            "ZANTARA_DEFAULT_MAX_TOKENS": str(MAX_TOKENS),
-            "ZANTARA_MAX_MESSAGES": "4",
-            "ZANTARA_MAX_MESSAGE_CHARS": "100",
-        }
+        env = demo_env(
+            tmp_path_factory.mktemp("var"),
+            demo_dirs,
+            database_url,
+            ZANTARA_API_KEYS=API_KEY,
+            ZANTARA_ADMIN_TOKEN=ADMIN,
+            ZANTARA_MAX_TOKENS_LIMIT=str(MAX_TOKENS),
+            ZANTARA_DEFAULT_MAX_TOKENS=str(MAX_TOKENS),
+            ZANTARA_MAX_MESSAGES="4",
+            ZANTARA_MAX_MESSAGE_CHARS="100",
+        )
         with running_server(env, timeout_s=180) as server:
             yield server.url, reviewer_token
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.served import running_server
+from tests.served import demo_env, running_server
 from tests.service.helpers import assert_error, chat_body, parse_sse
 
 KEY_A, KEY_B = "sk-limits-a", "sk-limits-b"
@@ -33,15 +33,14 @@ def bearer(key: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     var = tmp_path_factory.mktemp("var")
-    env = {
-        "ZANTARA_VAR_DIR": str(var),
-        "ZANTARA_MODELS_DIR": str(demo_dirs[0]),
-        "ZANTARA_ADAPTERS_DIR": str(demo_dirs[1]),
-        "ZANTARA_DATABASE_URL": f"sqlite:///{var / 'zantara.db'}",
-        "ZANTARA_API_KEYS": f"{KEY_A},{KEY_B}",
-        "ZANTARA_ADMIN_TOKEN": ADMIN,
+    env = demo_env(
+        var,
+        demo_dirs,
+        f"sqlite:///{var / 'zantara.db'}",
+        ZANTARA_API_KEYS=f"{KEY_A},{KEY_B}",
+        ZANTARA_ADMIN_TOKEN=ADMIN,
         **LIMITS,
-    }
+    )
     with running_server(env, timeout_s=180) as server:
         yield server.url
 
