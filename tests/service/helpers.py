@@ -12,6 +12,10 @@ from feedback.db import create_db_engine
 from feedback.models import Interaction, Rating
 
 DOMAIN_QUESTION = "Berapa modal minimum untuk mendirikan PT PMA?"
+QUESTION = [{"role": "user", "content": DOMAIN_QUESTION}]
+"""A domain question as engine messages."""
+GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
+"""An everyday question as engine messages."""
 
 
 def chat_body(content: str = DOMAIN_QUESTION, **extra: object) -> dict[str, object]:

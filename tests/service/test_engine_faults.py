@@ -21,10 +21,8 @@ from service.engines.base import (
 from service.engines.decoding import TextAssembler
 from service.engines.hf import HFEngine
 from tests.conftest import running
-from tests.service.helpers import assert_error, chat_body
+from tests.service.helpers import GENERAL, QUESTION, assert_error, chat_body
 
-QUESTION = [{"role": "user", "content": "Berapa modal minimum untuk mendirikan PT PMA?"}]
-GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
 GREEDY = SamplingParams(max_tokens=16, temperature=0)
 POISON = "\x00poison"  # a stop string that makes the planted detokenizer failure below fire
 TIMEOUT_S = 60  # a hung request fails the test instead of hanging it

@@ -20,10 +20,9 @@ from service.engines.base import (
 from service.engines.batch import RunningBatch, Sequence, adapter_slices
 from service.engines.hf import HFEngine
 from service.engines.prefix_cache import PrefixCache
+from tests.service.helpers import GENERAL, QUESTION
 from training.prompts import ZANTARA_SYSTEM_PROMPT
 
-QUESTION = [{"role": "user", "content": "Berapa modal minimum untuk mendirikan PT PMA?"}]
-GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
 GREEDY = SamplingParams(max_tokens=24, temperature=0)
 LONG_PROMPTS = ["Ceritakan tentang Indonesia.", "Apa itu KITAS investor?", "Apa tips menabung?"]
 
