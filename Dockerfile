@@ -1,70 +1,48 @@
 # syntax=docker/dockerfile:1
 #
-# zantara images: three targets from one file.
+# zantara images: one file, five targets.
 #
-#   docker build --target serve -t REGISTRY/zantara:0.1.0-serve .   # GPU serving (vLLM's pins)
-#   docker build --target train -t REGISTRY/zantara:0.1.0-train .   # GPU training (Unsloth's pins)
-#   docker build --target cpu   -t REGISTRY/zantara:0.1.0-cpu   .   # no GPU: CPU torch + baked demo model
+#   docker build --target gpu-serve -t REGISTRY/zantara:0.1.0-gpu-serve .  # GPU engine tier (vLLM in process)
+#   docker build --target gpu-train -t REGISTRY/zantara:0.1.0-gpu-train .  # weekly retrain (Unsloth QLoRA)
+#   docker build --target cpu       -t REGISTRY/zantara:0.1.0-cpu       .  # CPU router tier (engine openai)
+#   docker build --target migrate   -t REGISTRY/zantara:0.1.0-migrate   .  # `zantara db upgrade` (Helm hook)
+#   docker build --target cpu-demo  -t REGISTRY/zantara:0.1.0-cpu-demo  .  # no GPU: tiny demo model baked in
 #
-#   docker run --rm -p 8000:8000 REGISTRY/zantara:0.1.0-cpu        # then curl localhost:8000/readyz
-#   docker run --rm --gpus all -p 8000:8000 \
-#       -e ZANTARA_BASE_MODEL=GoToCompany/llama3-8b-cpt-sahabatai-v1-instruct REGISTRY/zantara:0.1.0-serve
+#   docker run --rm -p 8000:8000 REGISTRY/zantara:0.1.0-cpu-demo          # then curl localhost:8000/readyz
+#   docker run --rm --gpus all -p 8000:8000 -e ZANTARA_ENGINE=vllm \
+#       -e ZANTARA_BASE_MODEL=GoToCompany/llama3-8b-cpt-sahabatai-v1-instruct REGISTRY/zantara:0.1.0-gpu-serve
 #
-# Why two GPU targets: vLLM pins torch and transformers exactly (vllm 0.33.0: torch==2.14.0,
-# transformers<5.21) and Unsloth pins them differently (transformers<=5.17, trl<=1.15), so one
-# environment cannot hold both. `pip install ".[gpu]"` would try exactly that, so neither target uses
-# the `gpu` extra: each installs its heavy library first, freezes what pip chose into a constraints
-# file, and installs this project under it. The project's own pins are loose on purpose
-# (torch>=2.4,<=2.14.1, transformers>=4.51), so the constraints only stop pip from moving torch,
-# transformers and friends away from what vLLM / Unsloth were built and tested with.
+# vLLM range: the `vllm` engine is written for vLLM >= 0.31, < 0.34 (AsyncLLM.from_engine_args,
+# LoRARequest(lora_name, lora_int_id, lora_path), add_lora / remove_lora); the serving image is vLLM's
+# own official image at one pinned tag of that range, so torch, CUDA and the kernels are the ones vLLM
+# was built and tested with.
+#
+# Why two GPU images: vLLM pins torch and transformers exactly and Unsloth pins them differently, so
+# one environment cannot hold both. Each GPU target freezes what its heavy library brought into a
+# constraints file and installs this project under it: the project's own pins are loose on purpose
+# (pyproject.toml), so the constraints only stop pip from moving torch and friends.
 #
 # Why editable (-e) from /app: the demo model and the trainer read data/ and the migrations read
-# migrations/versions/ beside the packages; neither is part of the wheel, so the source tree stays at
-# /app (root-owned, read-only to the service) and only /app/var is writable.
+# migrations/versions/ beside the packages, so the source tree stays at /app (root-owned, read-only to
+# the service) and only /app/var is writable.
 #
 # Every image: non-root user 10001 (numeric, so Kubernetes' runAsNonRoot can verify it), settings as
-# ZANTARA_* environment variables (service/settings.py), entrypoint `zantara`.
+# ZANTARA_* environment variables (service/settings.py) given at run time (no secret is baked in),
+# entrypoint `zantara`.
 
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.33.0
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------------
-# gpu-base: CUDA runtime + Python 3.12 virtual environment, shared by `serve` and `train`.
-# The torch wheels from PyPI bring their own CUDA libraries (nvidia-* wheels); the CUDA runtime image
-# adds the NVIDIA container-toolkit defaults (NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES) and
-# the forward-compat libraries. The host driver must support the CUDA version of torch's wheels.
+# gpu-serve: vLLM's official image (Python, torch, CUDA and vLLM as vLLM ships them) + this project.
 # ---------------------------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS gpu-base
+FROM ${VLLM_IMAGE} AS gpu-serve
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
-
-# Ubuntu 24.04's Python 3.12 (vLLM and Unsloth support 3.11 to 3.14). gcc, libc6-dev and python3-dev
-# stay in the image on purpose: Triton (used by vLLM and Unsloth) compiles a small C launcher with the
-# system compiler and Python.h the first time it runs a kernel.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv \
-    && pip install --upgrade pip \
-    && groupadd --gid 10001 zantara \
-    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/zantara --shell /usr/sbin/nologin zantara
-
-# ---------------------------------------------------------------------------------------------------
-# serve: vLLM (and the project on vLLM's torch/transformers) on a GPU.
-# ---------------------------------------------------------------------------------------------------
-FROM gpu-base AS serve
-
-ARG VLLM_VERSION=0.33.0
-# The heavy layer first, so a code change does not reinstall vLLM.
-RUN pip install "vllm==${VLLM_VERSION}" \
-    && pip list --format=freeze > /opt/venv/constraints.txt
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -74,7 +52,12 @@ COPY feedback ./feedback
 COPY training ./training
 COPY migrations ./migrations
 COPY data ./data
-RUN pip install --constraint /opt/venv/constraints.txt -e /app \
+# vLLM's image installs into the system Python; keep everything it brought where it is.
+RUN python3 -m pip list --format=freeze > /tmp/vllm-constraints.txt \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --constraint /tmp/vllm-constraints.txt -e /app \
+    && rm /tmp/vllm-constraints.txt \
+    && groupadd --gid 10001 zantara \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/zantara --shell /usr/sbin/nologin zantara \
     && mkdir -p /app/var \
     && chown 10001:10001 /app/var
 
@@ -82,27 +65,44 @@ ENV HOME=/home/zantara \
     ZANTARA_HOST=0.0.0.0 \
     ZANTARA_PORT=8000 \
     ZANTARA_VAR_DIR=/app/var \
+    ZANTARA_ENGINE=vllm \
     ZANTARA_URL=http://127.0.0.1:8000
 
 USER 10001:10001
 EXPOSE 8000
-# /healthz answers as soon as the process is up (also while the model loads); readiness is /readyz.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ZANTARA_PORT', '8000') + '/healthz', timeout=4)"]
+# /healthz answers while the process and its engine live (also while the model loads); readiness is /readyz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ZANTARA_PORT', '8000') + '/healthz', timeout=4)"]
 ENTRYPOINT ["zantara"]
 CMD ["serve"]
 
 # ---------------------------------------------------------------------------------------------------
-# train: Unsloth + bitsandbytes + TRL (QLoRA) and the project's `train` extra on a GPU.
-#   docker run --rm --gpus all -v $PWD/var:/app/var REGISTRY/zantara:0.1.0-train dataset build
+# gpu-train: pinned CUDA + cuDNN base, Unsloth (whose pins decide torch, transformers, trl, peft) and
+# the project's `train` extra. Runs `zantara retrain` from the Helm chart's CronJob.
 # ---------------------------------------------------------------------------------------------------
-FROM gpu-base AS train
+FROM ${CUDA_IMAGE} AS gpu-train
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+# gcc, libc6-dev and python3-dev stay: Triton compiles a small C launcher the first time it runs a kernel.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv \
+    && pip install --upgrade pip \
+    && groupadd --gid 10001 zantara \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/zantara --shell /usr/sbin/nologin zantara
 
 ARG UNSLOTH_VERSION=2026.10.9
 ARG BITSANDBYTES_VERSION=0.50.2
-# Unsloth's own pins decide torch, transformers, trl, peft and datasets; the project's `train` extra
-# (trl>=0.19, datasets>=3.0, sacrebleu) is then resolved inside them.
-RUN pip install "unsloth==${UNSLOTH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERSION}" "trl>=0.19" \
+RUN pip install "unsloth==${UNSLOTH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERSION}" "trl>=1.0" \
     && pip list --format=freeze > /opt/venv/constraints.txt
 
 WORKDIR /app
@@ -121,13 +121,14 @@ ENV HOME=/home/zantara \
     ZANTARA_VAR_DIR=/app/var
 
 USER 10001:10001
-# A batch image: no server, so no port and no health check; name the command when running it.
+# A batch image: no server, so no port; the health check is off on purpose.
+HEALTHCHECK NONE
 ENTRYPOINT ["zantara"]
-CMD ["--help"]
+CMD ["retrain"]
 
 # ---------------------------------------------------------------------------------------------------
-# cpu-build: CPU torch, the project, and the tiny demo base model + demo adapter built once here
-# (minutes of CPU) instead of on every first start.
+# cpu-build: CPU torch (from the CPU index: pip's own choice would pull a multi-GB CUDA build) and the
+# project, in a virtual environment copied whole into the runtime stages below.
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu-build
 
@@ -139,8 +140,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 ARG TORCH_CPU_VERSION=2.13.0
-# torch first from the CPU index, as the Makefile does: letting pip resolve torch itself would pull
-# a multi-GB CUDA build.
 RUN python -m venv /opt/venv \
     && pip install --upgrade pip \
     && pip install "torch==${TORCH_CPU_VERSION}" --index-url https://download.pytorch.org/whl/cpu \
@@ -156,17 +155,9 @@ COPY migrations ./migrations
 COPY data ./data
 RUN pip install --constraint /opt/venv/constraints.txt -e /app
 
-# BAKE_DEMO_MODEL=0 skips this; the service then builds the demo model on its first start.
-ARG BAKE_DEMO_MODEL=1
-RUN mkdir -p /opt/zantara/models /opt/zantara/adapters \
-    && if [ "$BAKE_DEMO_MODEL" = "1" ]; then \
-        ZANTARA_MODELS_DIR=/opt/zantara/models ZANTARA_ADAPTERS_DIR=/opt/zantara/adapters \
-        zantara demo-model --var-dir /tmp/zantara-build && rm -rf /tmp/zantara-build; \
-    fi
-
 # ---------------------------------------------------------------------------------------------------
-# cpu: `zantara serve` on the demo model, no GPU, no network (SQLite under /app/var unless
-# ZANTARA_DATABASE_URL is set).
+# cpu: the router tier, `zantara serve` with ZANTARA_ENGINE=openai in front of the GPU engine pods
+# (routing, interaction log, ratings, review pages, guardrails). No model inside.
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
 
@@ -182,7 +173,6 @@ RUN groupadd --gid 10001 zantara \
 # install's pointers into /app stay valid.
 COPY --from=cpu-build /opt/venv /opt/venv
 COPY --from=cpu-build /app /app
-COPY --from=cpu-build --chown=10001:10001 /opt/zantara /opt/zantara
 RUN mkdir -p /app/var && chown 10001:10001 /app/var
 
 WORKDIR /app
@@ -190,8 +180,7 @@ ENV HOME=/home/zantara \
     ZANTARA_HOST=0.0.0.0 \
     ZANTARA_PORT=8000 \
     ZANTARA_VAR_DIR=/app/var \
-    ZANTARA_MODELS_DIR=/opt/zantara/models \
-    ZANTARA_ADAPTERS_DIR=/opt/zantara/adapters \
+    ZANTARA_ENGINE=openai \
     ZANTARA_DEVICE=cpu \
     ZANTARA_URL=http://127.0.0.1:8000
 
@@ -201,3 +190,30 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ZANTARA_PORT', '8000') + '/healthz', timeout=4)"]
 ENTRYPOINT ["zantara"]
 CMD ["serve"]
+
+# ---------------------------------------------------------------------------------------------------
+# migrate: the cpu image running `zantara db upgrade` once (the chart's pre-install/pre-upgrade Job):
+# a small pull next to the GPU images, and no server, so no health check.
+# ---------------------------------------------------------------------------------------------------
+FROM cpu AS migrate
+
+HEALTHCHECK NONE
+CMD ["db", "upgrade"]
+
+# ---------------------------------------------------------------------------------------------------
+# cpu-demo: the whole service on a CPU with the tiny demo base model and demo adapter built once here
+# (minutes of CPU) instead of on every first start; no GPU, no network.
+# ---------------------------------------------------------------------------------------------------
+FROM cpu-build AS cpu-demo-build
+
+RUN mkdir -p /opt/zantara/models /opt/zantara/adapters \
+    && ZANTARA_MODELS_DIR=/opt/zantara/models ZANTARA_ADAPTERS_DIR=/opt/zantara/adapters \
+        zantara demo-model --var-dir /tmp/zantara-build \
+    && rm -rf /tmp/zantara-build
+
+FROM cpu AS cpu-demo
+
+COPY --from=cpu-demo-build --chown=10001:10001 /opt/zantara /opt/zantara
+ENV ZANTARA_ENGINE=hf \
+    ZANTARA_MODELS_DIR=/opt/zantara/models \
+    ZANTARA_ADAPTERS_DIR=/opt/zantara/adapters

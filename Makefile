@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first, from the CPU wheel: letting pip resolve torch itself would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install browser serve test lint bench clean
+.PHONY: install browser prometheus serve test test-fast lint bench bench-router clean
 
 $(BIN)/zantara: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,22 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: install browser
+# The dashboard test runs Debian's prometheus (and promtool) against a running service.
+PROMETHEUS := /usr/bin/prometheus
+
+$(PROMETHEUS):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "$(PROMETHEUS) is missing and this is not root with apt-get: run 'sudo apt-get install -y prometheus' (needed by the dashboard test)" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+	test -x $(PROMETHEUS)
+
+prometheus: $(PROMETHEUS)
+
+test: install browser prometheus
 	$(BIN)/python -m pytest -q
+
+# Everyday work: everything but the slowest end-to-end tests (`make test` and CI run them all).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -42,6 +56,9 @@ bench: install
 	$(BIN)/python bench/peft_step.py
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/ratings.py
+
+bench-router: install
+	$(BIN)/python bench/router_overhead.py
 
 clean:
 	rm -rf $(VENV) var .cache

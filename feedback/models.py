@@ -28,7 +28,9 @@ class Base(DeclarativeBase):
 
 
 class Interaction(Base):
-    """One chat completion served: what was asked, what was answered, by which variant."""
+    """One chat completion served: what was asked, what was answered, by which variant (`base` or
+    `tuned`) and which of the router's targets (`base`, `live`, `canary`; `pinned` when the request
+    named its model)."""
 
     __tablename__ = "interactions"
 
@@ -38,6 +40,7 @@ class Interaction(Base):
     model_requested: Mapped[str] = mapped_column(String(200))
     routed: Mapped[bool] = mapped_column(Boolean, default=True)
     variant: Mapped[str] = mapped_column(String(16), index=True)
+    target: Mapped[str | None] = mapped_column(String(16), index=True)
     adapter_name: Mapped[str | None] = mapped_column(String(200))
     adapter_version: Mapped[str | None] = mapped_column(String(64))
     messages: Mapped[list[dict[str, Any]]]
@@ -91,19 +94,22 @@ class Correction(Base):
 
 
 class RolloutState(Base):
-    """The single current rollout: which adapter is the tuned variant and its share of users."""
+    """The single current rollout: the canary adapter (`adapter`) and its share of users, and the live
+    adapter (`live_adapter`, None for the base model) that serves everyone else."""
 
     __tablename__ = "rollout_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     percentage: Mapped[float] = mapped_column(Float)
     adapter: Mapped[str | None] = mapped_column(String(200))
+    live_adapter: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200))
 
 
 class RolloutEvent(Base):
-    """Audit trail: every change of the rollout (who, when, from, to, why)."""
+    """Audit trail: every change of the rollout (who, when, from, to, why; `details` holds the numbers
+    behind an automatic decision). `*_adapter` is the canary, `*_live` the live adapter."""
 
     __tablename__ = "rollout_events"
 
@@ -115,11 +121,16 @@ class RolloutEvent(Base):
     to_percentage: Mapped[float] = mapped_column(Float)
     from_adapter: Mapped[str | None] = mapped_column(String(200))
     to_adapter: Mapped[str | None] = mapped_column(String(200))
+    from_live: Mapped[str | None] = mapped_column(String(200))
+    to_live: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class AdapterVersion(Base):
-    """Adapter registry: every trained LoRA adapter version, where it lives and how it scored."""
+    """Adapter registry: every trained LoRA adapter version, where it lives, where it came from (dataset,
+    parent version), how it scored (metrics, gate report), who made it and its lifecycle status:
+    `candidate`, `rejected`, `canary`, `live` or `retired` (see `feedback.registry`)."""
 
     __tablename__ = "adapter_versions"
     __table_args__ = (UniqueConstraint("name", "version", name="uq_adapter_name_version"),)
@@ -131,8 +142,14 @@ class AdapterVersion(Base):
     base_model: Mapped[str] = mapped_column(Text)
     dataset_version: Mapped[str | None] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(32), default="registered")
+    status: Mapped[str] = mapped_column(String(32), default="candidate")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    parent_version: Mapped[str | None] = mapped_column(String(64))
+    gate_report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    last_correction_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class Reviewer(Base):
@@ -209,3 +226,79 @@ class ABJudgment(Base):
     tuned_accuracy: Mapped[int] = mapped_column(Integer)
     tuned_completeness: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewDismissal(Base):
+    """A low-rated answer a reviewer looked at and judged not worth correcting (and why)."""
+
+    __tablename__ = "review_dismissals"
+
+    interaction_id: Mapped[str] = mapped_column(
+        ForeignKey("interactions.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetRecord(Base):
+    """A dataset pair waiting for (or having had) human validation: a variation, synthetic or imported
+    pair, keyed by its stable record id, as submitted from a built dataset version."""
+
+    __tablename__ = "dataset_records"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dataset_version: Mapped[str] = mapped_column(String(128), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(64))
+    register: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetReview(Base):
+    """One reviewer's verdict on a dataset record: `approve`, `edit` (with the edited text) or `reject`."""
+
+    __tablename__ = "dataset_reviews"
+    __table_args__ = (UniqueConstraint("record_id", "reviewer_id", name="uq_dataset_review_record_reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("dataset_records.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    question: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Lease(Base):
+    """A named, expiring lock held by one process (the canary guardrail's replica, one retrain run)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RetrainRun(Base):
+    """One `zantara retrain` run: the step it reached and what each step produced, so a crashed run
+    resumes where it stopped instead of starting over."""
+
+    __tablename__ = "retrain_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    step: Mapped[str] = mapped_column(String(32), default="start")
+    adapter_name: Mapped[str] = mapped_column(String(200))
+    parent_version: Mapped[str | None] = mapped_column(String(64))
+    adapter_version: Mapped[str | None] = mapped_column(String(64))
+    dataset_version: Mapped[str | None] = mapped_column(String(128))
+    from_scratch: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -26,7 +26,15 @@ INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
 RATINGS: Table = Rating.__table__  # type: ignore[assignment]
 
 _CURRENT = (
-    select(INTERACTIONS.c.id, INTERACTIONS.c.variant, RATINGS.c.id, RATINGS.c.stars)
+    select(
+        INTERACTIONS.c.id,
+        INTERACTIONS.c.variant,
+        RATINGS.c.id,
+        RATINGS.c.stars,
+        INTERACTIONS.c.adapter_name,
+        INTERACTIONS.c.adapter_version,
+        INTERACTIONS.c.target,
+    )
     .outerjoin(RATINGS, RATINGS.c.interaction_id == INTERACTIONS.c.id)
     .where(INTERACTIONS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(INTERACTIONS.c.id)
@@ -69,6 +77,7 @@ class InteractionRecord:
     ttft_s: float | None
     params: dict[str, Any]
     streamed: bool
+    target: str | None = None
     created_at: datetime = field(default_factory=utcnow)
 
     def to_json(self) -> dict[str, Any]:
@@ -114,6 +123,13 @@ class StoredRating:
     variant: str
     replaced: int | None
     needs_review: bool
+    adapter: str = ""
+    target: str = ""
+
+
+def adapter_key(name: str | None, version: str | None) -> str:
+    """`NAME@VERSION` of the adapter that answered, "" for the base model (the metrics' label value)."""
+    return f"{name}@{version}" if name and version else ""
 
 
 class UnknownInteractionError(LookupError):
@@ -155,8 +171,11 @@ def apply_ratings(
         _insert_new(connection, interactions)
         ids = sorted({w.interaction_id for w in writes})
         found = connection.execute(_CURRENT, {"ids": ids}).all()
-        variants = {key: variant for key, variant, _, _ in found}
-        existing = {key: (rating_id, stars) for key, _, rating_id, stars in found if rating_id is not None}
+        variants = {row.id: row.variant for row in found}
+        served = {
+            row.id: (adapter_key(row.adapter_name, row.adapter_version), row.target or "") for row in found
+        }
+        existing = {row.id: (row[2], row.stars) for row in found if row[2] is not None}
         stars_now = {key: stars for key, (_, stars) in existing.items()}
         latest: dict[str, RatingWrite] = {}
         first_at: dict[str, datetime] = {}
@@ -172,7 +191,9 @@ def apply_ratings(
             first_at.setdefault(key, write.rated_at)
             needs_review = write.stars < REVIEW_THRESHOLD
             results.append(
-                StoredRating(key, write.stars, write.comment, variants[key], replaced, needs_review)
+                StoredRating(
+                    key, write.stars, write.comment, variants[key], replaced, needs_review, *served[key]
+                )
             )
         new = [
             {

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import re
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from feedback.models import AdapterVersion
-from service.engines.base import AdapterInfo
+from feedback.registry import AdapterEntry, VersionKey, get_version, note_discovered, version_key
+from service.engines.base import AdapterInfo, Engine
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -31,19 +29,6 @@ def read_metadata(path: Path) -> dict[str, object]:
         log.warning("ignoring unreadable %s", meta_file)
         return {}
     return data if isinstance(data, dict) else {}
-
-
-VersionKey = tuple[int, Version | tuple[tuple[int, int | str], ...]]
-
-
-def version_key(version: str) -> VersionKey:
-    """Sort key of an adapter version: PEP 440 order when it parses (`v2` < `v10`, `1.0rc1` < `1.0`),
-    else natural order (digit runs compared as numbers); PEP 440 versions rank above free-form ones."""
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        parts = re.split(r"(\d+)", version)
-        return (0, tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts))
 
 
 def adapter_order(info: AdapterInfo) -> tuple[VersionKey, str]:
@@ -71,22 +56,24 @@ def discover_adapters(root: Path) -> list[AdapterInfo]:
     return sorted(found, key=adapter_order)
 
 
-def register_adapter(sessions: sessionmaker[Session], info: AdapterInfo, base_model: str) -> None:
-    """Insert or refresh the adapter's row in the registry (marked `loaded`)."""
-    metrics = info.metadata.get("metrics")
-    dataset = info.metadata.get("dataset_version") or info.metadata.get("dataset")
+def find_adapter(engine: Engine, name: str) -> AdapterInfo | None:
+    """A loaded adapter by `NAME@VERSION`, or the most recently loaded version of `NAME`."""
+    matches = [a for a in engine.adapters() if a.key == name or (a.name == name and "@" not in name)]
+    return matches[-1] if matches else None
+
+
+def register_adapter(sessions: sessionmaker[Session], info: AdapterInfo, base_model: str) -> AdapterEntry:
+    """Make sure the registry knows the loaded version (from its `zantara.json` when it is new); the
+    lineage the trainer recorded and the lifecycle status are left as they are."""
     with sessions.begin() as session:
-        row = session.scalar(
-            select(AdapterVersion).where(
-                AdapterVersion.name == info.name, AdapterVersion.version == info.version
-            )
+        return note_discovered(
+            session,
+            name=info.name,
+            version=info.version,
+            path=info.path,
+            base_model=base_model,
+            metadata=dict(info.metadata),
         )
-        if row is None:
-            row = AdapterVersion(name=info.name, version=info.version, path=info.path, base_model=base_model)
-            session.add(row)
-        row.path, row.status = info.path, "loaded"
-        row.metrics = metrics if isinstance(metrics, dict) else {}
-        row.dataset_version = str(dataset) if isinstance(dataset, str) else None
 
 
 async def load_and_register(state: ServiceState, info: AdapterInfo) -> AdapterInfo:
@@ -94,9 +81,63 @@ async def load_and_register(state: ServiceState, info: AdapterInfo) -> AdapterIn
     path = Path(info.path).resolve()
     info = AdapterInfo(info.name, info.version, str(path), read_metadata(path))
     await state.engine.load_adapter(info)
-    await run_in_threadpool(register_adapter, state.sessions, info, state.base_model_id)
+    entry = await run_in_threadpool(register_adapter, state.sessions, info, state.base_model_id)
     state.metrics.adapters_loaded.set(len(state.engine.adapters()))
+    state.metrics.adapter_scores(info.key, entry.gate_report.get("scores") or {})
+    for target in ("canary", "live", "pinned"):
+        state.metrics.serving("tuned", info.key, target)
     return info
+
+
+def registered_path(sessions: sessionmaker[Session], key: str) -> AdapterInfo | None:
+    """A registered version (`NAME@VERSION`) as something the engine can load, or None."""
+    with sessions() as session:
+        entry = get_version(session, key)
+    return None if entry is None else AdapterInfo(entry.name, entry.version, entry.path)
+
+
+async def ensure_loaded(state: ServiceState, key: str) -> AdapterInfo | None:
+    """The adapter `NAME@VERSION` (or newest loaded `NAME`), hot-loading a registered version from its
+    registry path when this replica does not hold it yet; None when it is neither loaded nor known."""
+    loaded = find_adapter(state.engine, key)
+    if loaded is not None:
+        return loaded
+    info = await run_in_threadpool(registered_path, state.sessions, key)
+    if info is None:
+        return None
+    async with state.loading:
+        loaded = find_adapter(state.engine, key)
+        if loaded is not None:  # another task loaded it while this one waited
+            return loaded
+        log.info("hot-loading %s from %s", info.key, info.path)
+        return await load_and_register(state, info)
+
+
+async def sync_with_rollout(state: ServiceState) -> None:
+    """Load the rollout's live and canary versions if this replica lacks them: a version started as
+    canary through any replica (or by `zantara retrain` in the database) serves here within one sync
+    interval plus the rollout cache, without a restart. Until then its users get the next target."""
+    rollout = await run_in_threadpool(state.rollout.current)
+    state.metrics.rollout_percentage.set(rollout.percentage if rollout.canary_active else 0)
+    for key in (rollout.live_adapter, rollout.adapter):
+        if key and find_adapter(state.engine, key) is None:
+            try:
+                await ensure_loaded(state, key)
+            except Exception as error:  # noqa: BLE001 - a broken version must not stop serving
+                log.error("could not hot-load %s: %s", key, type(error).__name__)
+
+
+async def keep_in_sync(state: ServiceState) -> None:
+    """Run `sync_with_rollout` every `adapter_sync_s` seconds once the model serves, until cancelled;
+    a database outage only skips a round."""
+    while True:
+        await asyncio.sleep(state.settings.adapter_sync_s)
+        if not state.started:
+            continue
+        try:
+            await sync_with_rollout(state)
+        except SQLAlchemyError as error:
+            log.warning("adapter sync skipped: %s", type(error).__name__)
 
 
 async def start_rollout(state: ServiceState) -> AdapterInfo | None:

@@ -17,10 +17,22 @@ from fastapi import FastAPI
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from router.rollout import RolloutStore
-from service.adapters import discover_adapters, load_and_register, start_rollout
-from service.api import ab_admin, admin, chat, feedback, health, review, review_ab
+from service.adapters import discover_adapters, keep_in_sync, load_and_register, start_rollout
+from service.api import (
+    ab_admin,
+    admin,
+    chat,
+    feedback,
+    health,
+    lora,
+    review,
+    review_ab,
+    review_dataset,
+    review_queue,
+)
 from service.engines import create_engine
 from service.errors import install_error_handlers
+from service.guardrail_task import start_guardrail, stop_guardrail
 from service.limits import install_limits
 from service.metrics import Metrics
 from service.settings import Settings
@@ -49,7 +61,7 @@ async def bring_up(state: ServiceState) -> None:
     """Build (first start) and load the model and adapters; record how long each part took."""
     settings, started = state.settings, time.perf_counter()
     try:
-        if settings.uses_demo_model:
+        if settings.uses_demo_model and settings.engine != "openai":  # a router tier holds no model
             await asyncio.to_thread(build_demo_models, settings)
             state.startup["demo_models_s"] = time.perf_counter() - started
         await state.engine.start()
@@ -93,14 +105,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feedback=feedback_writer(settings, sessions, metrics),
     )
     app.state.zantara = state
+    if (engine_metrics := getattr(state.engine, "metrics_collector", None)) is not None:
+        metrics.registry.register(engine_metrics())  # an engine's own metrics (vLLM's) beside ours
     await state.feedback.start()
-    task = asyncio.create_task(bring_up(state))
+    tasks = [asyncio.create_task(bring_up(state)), asyncio.create_task(keep_in_sync(state))]
+    guardrail = start_guardrail(state)
     try:
         yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await stop_guardrail(guardrail)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
         await state.engine.close()
         await state.feedback.close()
         database.dispose()
@@ -118,6 +136,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_limits(app, settings)
-    for module in (chat, feedback, admin, health, review, review_ab, ab_admin):
+    for module in (
+        chat,
+        feedback,
+        admin,
+        health,
+        review,
+        review_ab,
+        ab_admin,
+        review_queue,
+        review_dataset,
+        lora,
+    ):
         app.include_router(module.router)
     return app

@@ -16,9 +16,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from feedback.store import InteractionRecord
-from router.bucketing import Variant, choose_variant, hash_user
+from router.bucketing import Variant, hash_user
+from router.policy import choose_target
 from router.rollout import Rollout
-from service.engines.base import AdapterInfo, Delta, Engine, PreparedPrompt, SamplingParams
+from service.adapters import find_adapter
+from service.engines.base import (
+    AdapterInfo,
+    Delta,
+    InvalidRequestError,
+    PreparedPrompt,
+    SamplingParams,
+    UnknownAdapterError,
+)
 from service.errors import APIError
 from service.protocol import (
     AssistantMessage,
@@ -39,27 +48,36 @@ log = logging.getLogger(__name__)
 CANCELLED = "cancelled"
 """`finish_reason` stored for a stream whose client went away before the answer was complete."""
 
+ERROR = "error"
+"""`finish_reason` stored for a generation that failed."""
+
 
 @dataclass(frozen=True)
 class Route:
-    """Where a request goes: the variant, its adapter (None for base) and whether the router chose."""
+    """Where a request goes: the variant, its adapter (None for base), whether the router chose, and
+    the router's target (`base`, `live`, `canary`; `pinned` when the request named its model)."""
 
     variant: Variant
     adapter: AdapterInfo | None
     routed: bool
+    target: str
+
+    @property
+    def adapter_key(self) -> str:
+        """`NAME@VERSION`, or "" for the base model (as in metric labels)."""
+        return self.adapter.key if self.adapter else ""
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        """The metric labels of everything this request is counted in: variant, adapter, target."""
+        return (self.variant, self.adapter_key, self.target)
 
     def headers(self) -> dict[str, str]:
-        """`X-Zantara-Variant` and, for the tuned variant, `X-Zantara-Adapter: NAME@VERSION`."""
-        headers: dict[str, str] = {"X-Zantara-Variant": self.variant}
+        """`X-Zantara-Variant`, `X-Zantara-Target` and, for an adapter, `X-Zantara-Adapter: NAME@VERSION`."""
+        headers: dict[str, str] = {"X-Zantara-Variant": self.variant, "X-Zantara-Target": self.target}
         if self.adapter is not None:
             headers["X-Zantara-Adapter"] = self.adapter.key
         return headers
-
-
-def find_adapter(engine: Engine, name: str) -> AdapterInfo | None:
-    """A loaded adapter by `NAME@VERSION`, or the most recently loaded version of `NAME`."""
-    matches = [a for a in engine.adapters() if a.key == name or (a.name == name and "@" not in name)]
-    return matches[-1] if matches else None
 
 
 def current_rollout(state: ServiceState) -> Rollout:
@@ -83,13 +101,18 @@ def route_request(
     engine = state.engine
     if model == state.settings.served_model_alias:
         rollout = current_rollout(state)
-        adapter = find_adapter(engine, rollout.adapter) if rollout.adapter else None
+
+        def loaded(name: str) -> str | None:
+            found = find_adapter(engine, name)
+            return found.key if found else None
+
+        decision = choose_target(user_key, rollout, state.settings.rollout_salt, rng, loaded=loaded)
+        adapter = find_adapter(engine, decision.adapter) if decision.adapter else None
         if adapter is None:
-            return Route("base", None, True)
-        variant = choose_variant(user_key, rollout.percentage, state.settings.rollout_salt, rng)
-        return Route(variant, adapter if variant == "tuned" else None, True)
+            return Route("base", None, True, "base")
+        return Route("tuned", adapter, True, decision.target)
     if model in (state.base_model_id, engine.model_name):
-        return Route("base", None, False)
+        return Route("base", None, False, "pinned")
     adapter = find_adapter(engine, model)
     if adapter is None:
         raise APIError(
@@ -98,7 +121,7 @@ def route_request(
             code="model_not_found",
             param="model",
         )
-    return Route("tuned", adapter, False)
+    return Route("tuned", adapter, False, "pinned")
 
 
 class ChatCompletions:
@@ -165,8 +188,12 @@ class ChatCompletions:
                 first = first if first is not None else time.perf_counter()
                 parts.append(delta.text)
                 last = delta
+        except (InvalidRequestError, UnknownAdapterError):
+            raise  # refused, not failed: a remote engine's server checks the prompt once it is sent
         except Exception:
-            self._state.metrics.requests.labels(route.variant, "error").inc()
+            self._failed(
+                request, user_key, route, prompt, "".join(parts), last, started, first, streamed=False
+            )
             raise
         answer = "".join(parts)
         interaction_id = _new_id()
@@ -195,8 +222,12 @@ class ChatCompletions:
         deltas = self._state.engine.stream(prompt, sampling, _key(route))
         try:
             first_delta = await anext(deltas)
+        except (InvalidRequestError, UnknownAdapterError):
+            raise  # refused, not failed (see `complete`)
         except Exception:
-            self._state.metrics.requests.labels(route.variant, "error").inc()
+            self._failed(
+                request, user_key, route, prompt, "", Delta("", 0, None), started, None, streamed=True
+            )
             raise
         first = time.perf_counter()
         return self._events(request, user_key, route, prompt, deltas, first_delta, started, first)
@@ -257,7 +288,9 @@ class ChatCompletions:
             raise
         except Exception as error:  # noqa: BLE001 - reported in-band: the 200 is already sent
             log.error("stream failed: %s", type(error).__name__)
-            self._state.metrics.requests.labels(route.variant, "error").inc()
+            self._failed(
+                request, user_key, route, prompt, "".join(parts), last, started, first, streamed=True
+            )
             yield json.dumps(
                 {
                     "error": {
@@ -293,6 +326,35 @@ class ChatCompletions:
             yield chunk(DeltaMessage(), usage=_usage(prompt, last), choices=False)
         yield "[DONE]"
 
+    def _failed(
+        self,
+        request: ChatCompletionRequest,
+        user_key: str | None,
+        route: Route,
+        prompt: PreparedPrompt,
+        answer: str,
+        last: Delta,
+        started: float,
+        first: float | None,
+        *,
+        streamed: bool,
+    ) -> None:
+        """Record a failed generation as an interaction with finish_reason `error` (what was shown so
+        far as its answer): every replica's errors then count in the canary guardrail's error rate."""
+        self._finish(
+            _new_id(),
+            request,
+            user_key,
+            route,
+            prompt,
+            answer,
+            replace(last, finish_reason=ERROR),
+            started,
+            first,
+            streamed=streamed,
+            status=ERROR,
+        )
+
     def _finish(
         self,
         interaction_id: str,
@@ -311,13 +373,14 @@ class ChatCompletions:
         """Count the request and hand its interaction to the feedback writer (returns at once)."""
         latency = time.perf_counter() - started
         metrics = self._state.metrics
-        metrics.requests.labels(route.variant, status).inc()
-        metrics.request_latency.labels(route.variant).observe(latency)
+        labels = route.labels
+        metrics.requests.labels(*labels, status).inc()
+        metrics.request_latency.labels(*labels).observe(latency)
         if first is not None:
-            metrics.time_to_first_token.labels(route.variant).observe(first - started)
-        metrics.prompt_tokens.labels(route.variant).inc(prompt.prompt_tokens)
-        metrics.cached_prompt_tokens.labels(route.variant).inc(last.cached_tokens)
-        metrics.generated_tokens.labels(route.variant).inc(last.completion_tokens)
+            metrics.time_to_first_token.labels(*labels).observe(first - started)
+        metrics.prompt_tokens.labels(*labels).inc(prompt.prompt_tokens)
+        metrics.cached_prompt_tokens.labels(*labels).inc(last.cached_tokens)
+        metrics.generated_tokens.labels(*labels).inc(last.completion_tokens)
         settings = self._state.settings
         record = InteractionRecord(
             id=interaction_id,
@@ -325,6 +388,7 @@ class ChatCompletions:
             model_requested=request.model,
             routed=route.routed,
             variant=route.variant,
+            target=route.target,
             adapter_name=route.adapter.name if route.adapter else None,
             adapter_version=route.adapter.version if route.adapter else None,
             messages=[m.for_template() for m in request.messages],

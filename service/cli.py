@@ -16,10 +16,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from service.eval_engine import eval_command
+from service.adapters_cli import app as adapters_app
+from service.eval_engine import EngineSource, eval_command
+from service.gpu_smoke import gpu_smoke
 from service.reviewers_cli import app as reviewers_app
 from service.settings import Settings
 from training.dataset.cli import app as dataset_app
+from training.evaluation.cli import EvalHooks
+from training.retrain_cli import build_retrain_command
 from training.train_cli import train
 
 app = typer.Typer(
@@ -33,8 +37,18 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(db_app, name="db")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(reviewers_app, name="reviewers")
+app.add_typer(adapters_app, name="adapters")
 app.command("train")(train)
+app.command("gpu-smoke")(gpu_smoke)
 app.command("eval")(eval_command)
+app.command("retrain")(
+    build_retrain_command(
+        EvalHooks(
+            in_process=lambda base, specs: EngineSource(Settings(), base, specs),
+            database_url=lambda: Settings().resolved_database_url,
+        )
+    )
+)
 console = Console()
 
 
@@ -159,27 +173,29 @@ def _show_rollout(data: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(data) + "\n")
         return
     table = Table(show_header=False)
-    for key in ("percentage", "adapter", "updated_at", "updated_by", "adapters_loaded"):
+    for key in ("percentage", "adapter", "live_adapter", "updated_at", "updated_by", "adapters_loaded"):
         table.add_row(key, str(data.get(key)))
     console.print(table)
 
 
 @rollout_app.command("get")
 def rollout_get(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
-    """Show the share of users on the tuned variant and its adapter."""
+    """Show the canary adapter and its share of users, and the live adapter everyone else gets."""
     _show_rollout(ServiceClient(url, token).call("GET", "/admin/rollout"), as_json)
 
 
 @rollout_app.command("set")
 def rollout_set(
-    percentage: Annotated[float, typer.Argument(min=0, max=100, help="Share of users on the tuned variant.")],
-    adapter: Annotated[str | None, typer.Option(help="NAME or NAME@VERSION (default: keep).")] = None,
+    percentage: Annotated[float, typer.Argument(min=0, max=100, help="Share of users on the canary.")],
+    adapter: Annotated[
+        str | None, typer.Option(help="The canary, NAME or NAME@VERSION (default: keep).")
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change the rollout share (audited)."""
+    """Set the canary and its share of users; a registered version is hot-loaded (audited)."""
     body: dict[str, Any] = {"percentage": percentage, "reason": reason}
     if adapter:
         body["adapter"] = adapter
@@ -193,8 +209,20 @@ def rollout_rollback(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send every user back to the base model now (audited)."""
+    """One step back now: the canary's users return to the live adapter (or the base model); without
+    a canary, the live adapter gives way to the previous live version or the base model (audited)."""
     _show_rollout(ServiceClient(url, token).call("POST", "/admin/rollback", {"reason": reason}), as_json)
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the canary the live adapter for every user (audited)."""
+    _show_rollout(ServiceClient(url, token).call("POST", "/admin/promote", {"reason": reason}), as_json)
 
 
 @rollout_app.command("history")
@@ -209,14 +237,16 @@ def rollout_history(
     if as_json:
         sys.stdout.write(json.dumps(events) + "\n")
         return
-    table = Table("when", "who", "action", "from", "to", "reason")
+    table = Table("when", "who", "action", "canary from", "canary to", "live", "reason")
     for e in events:
+        live = e["to_live"] if e["from_live"] == e["to_live"] else f"{e['from_live']} -> {e['to_live']}"
         table.add_row(
             e["created_at"],
             e["actor"],
             e["action"],
             f"{e['from_percentage']}% {e['from_adapter']}",
             f"{e['to_percentage']}% {e['to_adapter']}",
+            str(live or "base"),
             e["reason"],
         )
     console.print(table)

@@ -194,7 +194,7 @@ def _count_rejected(scope: Scope) -> None:
     """Count the refusal with the other requests refused before generation (`variant="none"`)."""
     state = getattr(scope["app"].state, "zantara", None)
     if state is not None:
-        state.metrics.requests.labels("none", "rejected").inc()
+        state.metrics.count_refused("rejected")
 
 
 def request_limits_of(settings: Settings) -> RequestLimits:

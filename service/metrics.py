@@ -10,6 +10,14 @@ from feedback.spool import KINDS, Kind
 from feedback.store import StoredRating
 from feedback.writer import FeedbackWriter
 
+SERVED_BY = ["variant", "adapter", "target"]
+"""Labels of every request, latency, token and rating metric: the variant (`base|tuned`), the adapter
+(`NAME@VERSION`, "" for base) and the router's target (`base|live|canary`, `pinned` when the request
+named its model), so dashboards can show each adapter version apart."""
+
+ROLLOUT_ACTIONS = ("initial", "set", "promote", "rollback", "auto-rollback", "auto-step", "auto-promote")
+EVAL_SCORES = ("fact_precision", "consistency")
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15)
 
@@ -22,60 +30,61 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "zantara_requests",
-            "Chat completion requests by variant and outcome (variant none: refused before routing).",
-            ["variant", "status"],
+            "Chat completion requests by variant, adapter, target and outcome (variant none: refused "
+            "before routing).",
+            [*SERVED_BY, "status"],
             registry=r,
         )
         self.request_latency = Histogram(
             "zantara_request_duration_seconds",
             "Chat completion latency, request to last token.",
-            ["variant"],
+            SERVED_BY,
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.time_to_first_token = Histogram(
             "zantara_time_to_first_token_seconds",
             "Time from request to the first generated token.",
-            ["variant"],
+            SERVED_BY,
             buckets=TTFT_BUCKETS,
             registry=r,
         )
         self.prompt_tokens = Counter(
-            "zantara_prompt_tokens", "Prompt tokens processed.", ["variant"], registry=r
+            "zantara_prompt_tokens", "Prompt tokens processed.", SERVED_BY, registry=r
         )
         self.cached_prompt_tokens = Counter(
             "zantara_cached_prompt_tokens",
             "Prompt tokens whose keys and values came from the prefix cache (not prefilled again).",
-            ["variant"],
+            SERVED_BY,
             registry=r,
         )
         self.generated_tokens = Counter(
-            "zantara_generated_tokens", "Completion tokens generated.", ["variant"], registry=r
+            "zantara_generated_tokens", "Completion tokens generated.", SERVED_BY, registry=r
         )
         self.ratings = Counter(
             "zantara_ratings",
-            "Star ratings stored (first ratings and re-ratings), by variant and stars.",
-            ["variant", "stars"],
+            "Star ratings stored (first ratings and re-ratings), by variant, adapter, target and stars.",
+            [*SERVED_BY, "stars"],
             registry=r,
         )
         self.ratings_replaced = Counter(
             "zantara_ratings_replaced",
-            "Stored ratings replaced by a re-rating, by variant and the stars they had.",
-            ["variant", "stars"],
+            "Stored ratings replaced by a re-rating, by variant, adapter, target and the stars they had.",
+            [*SERVED_BY, "stars"],
             registry=r,
         )
         self.rating_stars = Histogram(
             "zantara_rating_stars",
             "Star ratings stored. Mean satisfaction per variant, as the database holds it: "
             "(_sum - zantara_rating_stars_replaced_sum) / (_count - zantara_rating_stars_replaced_count).",
-            ["variant"],
+            SERVED_BY,
             buckets=(1, 2, 3, 4, 5),
             registry=r,
         )
         self.rating_stars_replaced = Histogram(
             "zantara_rating_stars_replaced",
             "Star ratings replaced by a re-rating (subtract from zantara_rating_stars).",
-            ["variant"],
+            SERVED_BY,
             buckets=(1, 2, 3, 4, 5),
             registry=r,
         )
@@ -105,35 +114,86 @@ class Metrics:
         self.rollout_changes = Counter(
             "zantara_rollout_changes", "Rollout changes by action.", ["action"], registry=r
         )
+        self.canary_decisions = Counter(
+            "zantara_canary_decisions",
+            "Automatic canary decisions by action (auto-rollback, auto-step, auto-promote).",
+            ["action"],
+            registry=r,
+        )
+        self.canary_checks = Counter(
+            "zantara_canary_checks",
+            "Canary guardrail checks by result (pass, fail, waiting).",
+            ["result"],
+            registry=r,
+        )
+        self.canary_p_value = Gauge(
+            "zantara_canary_p_value",
+            "One-sided p-value of the last canary rating test (canary rated lower); NaN when none ran.",
+            registry=r,
+        )
+        self.adapter_eval_score = Gauge(
+            "zantara_adapter_eval_score",
+            "Evaluation scores (0-1) of each loaded adapter version from its gate report, by metric "
+            "(fact_precision: critical-fact precision; consistency).",
+            ["adapter", "metric"],
+            registry=r,
+        )
+        for action in ROLLOUT_ACTIONS:
+            self.rollout_changes.labels(action)
+        for action in ("auto-rollback", "auto-step", "auto-promote"):
+            self.canary_decisions.labels(action)
+        for result in ("pass", "fail", "waiting"):
+            self.canary_checks.labels(result)
+        self.canary_p_value.set(float("nan"))
         self.adapters_loaded = Gauge(
             "zantara_adapters_loaded", "LoRA adapters loaded in the engine.", registry=r
         )
         self.model_ready = Gauge("zantara_model_ready", "1 when the model is loaded and serving.", registry=r)
-        self.requests.labels("none", "rejected")
+        self.requests.labels("none", "", "none", "rejected")
         for kind in KINDS:
             self.feedback_dropped.labels(kind)
-        for variant in ("base", "tuned"):
-            for status in ("ok", "error"):
-                self.requests.labels(variant, status)
-            self.request_latency.labels(variant)
-            self.time_to_first_token.labels(variant)
-            self.generated_tokens.labels(variant)
-            self.prompt_tokens.labels(variant)
-            self.cached_prompt_tokens.labels(variant)
-            self.rating_stars.labels(variant)
-            self.rating_stars_replaced.labels(variant)
-            for stars in range(1, 6):
-                self.ratings.labels(variant, str(stars))
-                self.ratings_replaced.labels(variant, str(stars))
+        self.serving("base", "", "base")
+
+    def serving(self, variant: str, adapter: str, target: str) -> None:
+        """Create every series of one (variant, adapter, target) at zero, so that rates and ratios
+        exist in Prometheus before the first request or rating of a newly routed adapter."""
+        served = (variant, adapter, target)
+        for status in ("ok", "error", "cancelled"):
+            self.requests.labels(*served, status)
+        for metric in (
+            self.request_latency,
+            self.time_to_first_token,
+            self.generated_tokens,
+            self.prompt_tokens,
+            self.cached_prompt_tokens,
+            self.rating_stars,
+            self.rating_stars_replaced,
+        ):
+            metric.labels(*served)
+        for stars in range(1, 6):
+            self.ratings.labels(*served, str(stars))
+            self.ratings_replaced.labels(*served, str(stars))
+
+    def adapter_scores(self, adapter: str, scores: dict[str, object]) -> None:
+        """Export an adapter version's evaluation scores (those its gate report holds)."""
+        for metric in EVAL_SCORES:
+            value = scores.get(metric)
+            if isinstance(value, int | float):
+                self.adapter_eval_score.labels(adapter, metric).set(float(value))
+
+    def count_refused(self, status: str) -> None:
+        """A chat request refused before routing (limits, bad input)."""
+        self.requests.labels("none", "", "none", status).inc()
 
     def count_rating(self, stored: StoredRating) -> None:
         """Count a rating once it is committed to the database (directly or from the spool): the new
         stars are added and the stars it replaced subtracted, so the mean matches the stored ratings."""
-        self.ratings.labels(stored.variant, str(stored.stars)).inc()
-        self.rating_stars.labels(stored.variant).observe(stored.stars)
+        served = (stored.variant, stored.adapter, stored.target or _target_before_0003(stored.variant))
+        self.ratings.labels(*served, str(stored.stars)).inc()
+        self.rating_stars.labels(*served).observe(stored.stars)
         if stored.replaced is not None:
-            self.ratings_replaced.labels(stored.variant, str(stored.replaced)).inc()
-            self.rating_stars_replaced.labels(stored.variant).observe(stored.replaced)
+            self.ratings_replaced.labels(*served, str(stored.replaced)).inc()
+            self.rating_stars_replaced.labels(*served).observe(stored.replaced)
 
     def watch_feedback(self, writer: FeedbackWriter) -> None:
         """Read the writer's spool, buffer, drops and database state at every scrape."""
@@ -141,6 +201,11 @@ class Metrics:
             self.spool_pending.labels(kind).set_function(partial(_spooled, writer, kind))
         self.interaction_buffer.set_function(lambda: writer.buffered)
         self.database_up.set_function(lambda: 1 if writer.database_up else 0)
+
+
+def _target_before_0003(variant: str) -> str:
+    """The target of an answer stored before targets were recorded: the tuned variant was the canary."""
+    return "base" if variant == "base" else "canary"
 
 
 def _spooled(writer: FeedbackWriter, kind: Kind) -> int:

@@ -24,6 +24,10 @@ NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=NO_NUL)]
 """A string without NUL characters."""
 
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+"""No NUL characters and at least one that is not whitespace (what survives stripping), stated in the
+schema so that generated clients and fuzzers know a blank text is refused."""
+
 
 def _whole_number(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value

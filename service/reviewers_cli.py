@@ -29,7 +29,8 @@ DatabaseOption = Annotated[str | None, typer.Option(help="Default: ZANTARA_DATAB
 
 
 @contextmanager
-def _sessions(database_url: str | None) -> Iterator[sessionmaker[Session]]:
+def database_sessions(database_url: str | None) -> Iterator[sessionmaker[Session]]:
+    """Sessions on `database_url` (default: the service's), its schema brought up to date first."""
     from feedback.db import create_db_engine, make_session_factory
     from feedback.migrate import upgrade
 
@@ -48,7 +49,7 @@ def add(
     database_url: DatabaseOption = None,
 ) -> None:
     """Create a reviewer and print their token once (only its hash is stored: keep it safe)."""
-    with _sessions(database_url) as sessions:
+    with database_sessions(database_url) as sessions:
         try:
             reviewer, token = add_reviewer(sessions, name)
         except ReviewerExistsError:
@@ -67,7 +68,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Every reviewer, active and revoked (never their tokens)."""
-    with _sessions(database_url) as sessions:
+    with database_sessions(database_url) as sessions:
         reviewers = list_reviewers(sessions)
     if as_json:
         rows = [
@@ -96,7 +97,7 @@ def revoke(
     database_url: DatabaseOption = None,
 ) -> None:
     """Revoke a reviewer's token and sign them out everywhere; their judgments stay."""
-    with _sessions(database_url) as sessions:
+    with database_sessions(database_url) as sessions:
         try:
             revoke_reviewer(sessions, name)
         except UnknownReviewerError:

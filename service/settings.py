@@ -60,6 +60,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Prompt-prefix keys and values the hf engine keeps for reuse (tokens); 0: off.",
     )
+    vllm_max_loras: int = Field(4, ge=1, description="vllm engine: adapters batched on the GPU at once.")
+    vllm_max_lora_rank: int = Field(64, ge=1, description="vllm engine: the largest LoRA rank it accepts.")
+    vllm_max_cpu_loras: int = Field(8, ge=1, description="vllm engine: adapters kept in CPU memory.")
+    vllm_gpu_memory_utilization: float = Field(
+        0.90, gt=0, le=1, description="vllm engine: share of GPU memory for weights and KV cache."
+    )
+    vllm_max_model_len: int = Field(8192, ge=16, description="vllm engine: prompt + answer tokens.")
+    vllm_quantization: str | None = Field(None, description="vllm engine: e.g. awq, gptq, fp8; none: off.")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="vllm engine: GPUs one model spans.")
     inject_system_prompt: bool = Field(True, description="Add ZANTARA's system prompt when none is sent.")
     interaction_buffer_size: int = Field(
         10_000, ge=1, description="Interactions held in memory while they wait for the database."
@@ -73,6 +82,9 @@ class Settings(BaseSettings):
 
     default_rollout_percentage: float = Field(20.0, ge=0, le=100)
     rollout_cache_s: float = Field(2.0, ge=0, description="How long a replica trusts its cached rollout.")
+    adapter_sync_s: float = Field(
+        2.0, gt=0, le=300, description="How often a replica loads the rollout's new live/canary versions."
+    )
     rollout_salt: str = Field("zantara", description="Salt of the sticky user hash (bucketing).")
     user_hash_key: str = Field(
         "", repr=False, description="HMAC key of stored user keys (secret); generated into var_dir if empty."
@@ -91,17 +103,67 @@ class Settings(BaseSettings):
     ab_lease_s: int = Field(
         1800, ge=10, description="How long a pair shown but not yet judged holds a reviewer's place."
     )
+    canary_enabled: bool = Field(
+        True, description="Run the canary guardrail (rollback always; stepping only with step weights)."
+    )
+    canary_interval_s: float = Field(60.0, gt=0, description="Seconds between guardrail checks.")
+    canary_threshold: int = Field(5, ge=1, description="Failed checks in a row before an auto-rollback.")
+    canary_min_samples: int = Field(30, ge=2, description="Ratings per arm before a check judges.")
+    canary_step_weights: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Canary shares to step through, e.g. 20,50,100; empty: no stepping."
+    )
+    canary_max_weight: float = Field(100.0, gt=0, le=100, description="From this share a pass promotes.")
+    canary_max_error_rate: float = Field(0.05, ge=0, le=1, description="Canary failed-generation limit.")
+    canary_max_p99_s: float = Field(30.0, gt=0, description="Canary p99 latency limit (seconds).")
+    canary_confidence: float = Field(0.98, gt=0.5, lt=1, description="Confidence of the rating test.")
+    canary_min_effect: float = Field(
+        0.25, ge=0, le=4, description="Stars the canary's mean must trail by for a significant test to fail."
+    )
+
+    dataset_reviews_required: int = Field(
+        1, ge=1, le=10, description="Reviewers whose verdicts a dataset record needs before it is decided."
+    )
+    facts_path: Path = Field(
+        Path(__file__).resolve().parents[1] / "data" / "facts.yaml",
+        description="Fact registry the review queue checks corrected answers against.",
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
 
-    @field_validator("api_keys", mode="before")
+    upstream_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="openai engine: the OpenAI-compatible servers' `.../v1` base URLs (comma-separated).",
+    )
+    upstream_api_key: str = Field(
+        "", repr=False, description="openai engine: bearer token sent to every upstream (secret)."
+    )
+    upstream_timeout_s: float = Field(
+        120.0, gt=0, description="openai engine: longest wait for an upstream's next byte or a connection."
+    )
+    upstream_connect_timeout_s: float = Field(
+        3.0, gt=0, description="openai engine: longest wait to connect; past it, the next upstream is tried."
+    )
+    upstream_max_connections: int = Field(
+        256, ge=1, description="openai engine: open connections per upstream (each streams one answer)."
+    )
+
+    @field_validator("api_keys", "upstream_urls", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("canary_step_weights", mode="before")
+    @classmethod
+    def _split_weights(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [int(part) for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and not all(0 < int(w) <= 100 for w in value):
+            raise ValueError("canary step weights are shares within 1-100")
+        return sorted(set(value)) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:

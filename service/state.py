@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine as DatabaseEngine
@@ -31,6 +32,8 @@ class ServiceState:
     startup: dict[str, float] = field(default_factory=dict)
     last_rollout: Rollout | None = None
     """The rollout last read from the database: routing keeps using it while the database is down."""
+    loading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a version is hot-loaded, so concurrent requests for it load it once."""
 
 
 def feedback_writer(settings: Settings, sessions: sessionmaker[Session], metrics: Metrics) -> FeedbackWriter:

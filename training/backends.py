@@ -1,7 +1,8 @@
 """Training backends: Unsloth (`FastLanguageModel`, CUDA only) or PEFT + TRL (CPU or GPU).
 
 Both return a base model with the same LoRA adapter attached and its tokenizer; the trainer runs TRL's
-SFT trainer on either, so the same config gives the same kind of output.
+SFT trainer on either, so the same config gives the same kind of output. With `init_adapter` the adapter
+attached is the parent's, loaded trainable, instead of a fresh one.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def select_backend(requested: str, *, qlora: bool, env: Environment) -> Literal[
 
 def load_model(config: TrainConfig, backend: Literal["peft", "unsloth"]) -> tuple[Any, Any]:
     """Load the base model (4-bit with QLoRA) with the LoRA adapter attached (a PEFT model), and its
-    tokenizer."""
+    tokenizer. The adapter is a fresh one, or `config.init_adapter` loaded trainable."""
     if backend == "unsloth":
         return _load_unsloth(config)
     return _load_peft(config)
@@ -99,12 +100,26 @@ def _load_peft(config: TrainConfig) -> tuple[Any, Any]:
     if config.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     torch.manual_seed(config.seed)
+    if config.init_adapter is not None:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True), tokenizer
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_lora_kwargs(config))), tokenizer
 
 
 def _load_unsloth(config: TrainConfig) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel
 
+    if config.init_adapter is not None:
+        # Unsloth's way to continue a LoRA: load the adapter folder (it brings its base, which
+        # `read_parent` checked is `config.base_model`) and train it as it is, without a new adapter.
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=str(config.init_adapter),
+            max_seq_length=config.max_length,
+            load_in_4bit=config.qlora,
+            dtype=None,
+        )
+        return model, tokenizer
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=config.base_model,
         max_seq_length=config.max_length,

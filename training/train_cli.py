@@ -3,6 +3,7 @@
 Example (the tiny demo base is built on first use):
 
     zantara train --dataset var/datasets/v1 --max-steps 50 --log-jsonl var/train.jsonl
+    zantara train --dataset var/datasets/v2 --init-adapter var/adapters/zantara/v1   # continue v1 as v2
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def train(
     version: Annotated[str | None, typer.Option(help="Adapter version (default: the next vN).")] = None,
     preset: Annotated[
         str | None, typer.Option(help="conservative, balanced or aggressive (default: by dataset size).")
+    ] = None,
+    lr_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Factor on the preset's learning rate (default: by the base model's size; 1 from 7B)."
+        ),
+    ] = None,
+    init_adapter: Annotated[
+        Path | None,
+        typer.Option(help="Continue training this adapter directory (trained on the same base model)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML file of config fields (options override it).")
@@ -53,7 +64,7 @@ def train(
     ] = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also write a merged full model.")] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="Register the adapter in this database's registry.")
+        str | None, typer.Option(help="Register the adapter in this database's registry (as a candidate).")
     ] = None,
     log_jsonl: Annotated[Path | None, typer.Option(help="Append metrics as JSON lines to this file.")] = None,
 ) -> None:
@@ -75,6 +86,8 @@ def train(
             name=name,
             version=version,
             preset=preset,
+            lr_scale=lr_scale,
+            init_adapter=init_adapter,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -94,8 +107,10 @@ def train(
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from error
     metrics = result.metrics
+    parent = result.meta["parent"]
+    start = f", parent {parent['key']} {metrics['eval_loss_parent']}" if parent else ""
     typer.echo(
         f"adapter {result.meta['name']}@{result.meta['version']} in {result.adapter_dir}: "
-        f"eval loss {metrics['eval_loss']} (base {metrics['eval_loss_base']}), "
+        f"eval loss {metrics['eval_loss']} (base {metrics['eval_loss_base']}{start}), "
         f"{metrics['global_step']} steps, {metrics['tokens_per_second']} tokens/s"
     )

@@ -2,7 +2,8 @@
 
 Loss falls on the assistant's answer only (prompt-completion records); the validation split is evaluated
 during training, early stopping keeps the best checkpoint, general Indonesian chats are mixed in against
-forgetting, and an interrupted run resumes from its last checkpoint. Example:
+forgetting, and an interrupted run resumes from its last checkpoint. With `init_adapter` the run continues
+training an existing adapter (the parent) instead of a fresh LoRA. Example:
 
     from training.train_config import load_config
     from training.trainer import train
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from training.backends import Environment, load_model, select_backend
 from training.demo_data import GENERAL_FILE, chat, read_jsonl
 from training.general_split import general_rows
-from training.train_config import TrainConfig
+from training.train_config import ModelScale, ParentAdapter, TrainConfig, model_scale, read_parent
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -65,7 +67,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     train_rows = [_prompt_completion(r["messages"]) for r in read_jsonl(config.dataset / "train.jsonl")]
     eval_rows = [_prompt_completion(r["messages"]) for r in read_jsonl(config.dataset / "validation.jsonl")]
     general_rows = mix_general(len(train_rows), config)
-    config = config.resolve(len(train_rows))
+    parent = read_parent(config.init_adapter, config.base_model) if config.init_adapter else None
+    scale = model_scale(config.base_model)
+    note = _scale_note(config, scale)
+    config = config.resolve(len(train_rows), scale=scale, parent=parent)
     out = config.output_dir or default_output_dir(config)
     config = replace(config, output_dir=out, version=config.version or out.name)
     if (out / "adapter_config.json").exists():
@@ -88,6 +93,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         processing_class=tokenizer,
         callbacks=[stopper, bar, *extra, *callbacks],
     )
+    start = trainer.evaluate(metric_key_prefix="parent") if parent is not None else None
     try:
         outcome = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
@@ -107,6 +113,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         "train_loss": round(outcome.training_loss, 4),
         "eval_loss": round(best["eval_loss"], 4),
         "eval_loss_base": round(base["base_loss"], 4),
+        "eval_loss_parent": round(start["parent_loss"], 4) if start is not None else None,
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
         "global_step": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
@@ -121,16 +128,39 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / outcome.metrics["train_runtime"], 1),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    meta = _metadata(config, backend, manifest, metrics)
+    meta = _metadata(config, backend, manifest, metrics, note, parent)
     (out / "zantara.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     shutil.rmtree(checkpoints, ignore_errors=True)
     if config.merge:
         merge_adapter(config.base_model, out, out / "merged")
     if config.database_url:
-        from training.registry import register_adapter
-
-        register_adapter(config.database_url, meta, str(out.resolve()))
+        register(config.database_url, meta, out)
     return TrainResult(adapter_dir=out, meta=meta, resumed_from=resume.name if resume else None)
+
+
+def register(database_url: str, meta: dict[str, Any], adapter_dir: Path) -> None:
+    """Record the adapter described by `meta` (its `zantara.json`) in the registry as a candidate."""
+    from feedback.db import create_db_engine, make_session_factory
+    from feedback.registry import record_version
+
+    parent = meta.get("parent") or {}
+    engine = create_db_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session, session.begin():
+            record_version(
+                session,
+                name=meta["name"],
+                version=meta["version"],
+                path=str(adapter_dir.resolve()),
+                base_model=meta["base_model"],
+                dataset_version=meta["dataset"]["version"],
+                parent_version=parent.get("version"),
+                metrics=meta["metrics"],
+                created_by=meta["created_by"],
+                status="candidate",
+            )
+    finally:
+        engine.dispose()
 
 
 def mix_general(domain_pairs: int, config: TrainConfig) -> list[dict[str, Any]]:
@@ -236,21 +266,41 @@ def _last_checkpoint(checkpoints: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def _scale_note(config: TrainConfig, scale: ModelScale) -> dict[str, Any]:
+    """Which learning-rate scale an unresolved config gets, and why (recorded in `zantara.json`'s config)."""
+    note = scale.to_dict()
+    if config.learning_rate is not None:
+        note.update(
+            lr_scale=None, reason=f"learning rate {config.learning_rate:g} set explicitly: not scaled"
+        )
+    elif config.lr_scale is not None:
+        sized = scale.lr_scale
+        note.update(lr_scale=config.lr_scale, reason=f"lr_scale set in the config (the size gives {sized:g})")
+    return note
+
+
 def _metadata(
-    config: TrainConfig, backend: str, manifest: dict[str, Any], metrics: dict[str, Any]
+    config: TrainConfig,
+    backend: str,
+    manifest: dict[str, Any],
+    metrics: dict[str, Any],
+    scale: dict[str, Any],
+    parent: ParentAdapter | None,
 ) -> dict[str, Any]:
     return {
         "name": config.name,
         "version": config.version,
         "base_model": config.base_model,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_by": config.created_by or os.environ.get("USER") or "trainer",
+        "parent": parent.to_dict() if parent is not None else None,
         "dataset": {
             "path": str(config.dataset),
             "version": manifest.get("version"),
             "counts": manifest.get("counts"),
         },
         "backend": backend,
-        "config": config.to_dict(),
+        "config": {**config.to_dict(), "scale": scale},
         "git_commit": _git_commit(),
         "metrics": metrics,
         "hardware": _hardware(),

@@ -1,22 +1,25 @@
-"""Ops endpoints (admin bearer token): rollout share, rollback, audit trail, adapters at run time."""
+"""Ops endpoints (admin bearer token): canary and share, promotion, rollback, audit trail, adapter registry
+and adapters at run time."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from router.rollout import Rollout
-from service.adapters import load_and_register
-from service.chat import find_adapter
+from feedback.registry import AdapterEntry, get_version, list_versions
+from router.rollout import NoCanaryError, Rollout
+from service.adapters import ensure_loaded, find_adapter, load_and_register
 from service.deps import ActorDep, StateDep, require_admin
 from service.engines.base import AdapterInfo, InvalidRequestError
 from service.errors import APIError
 from service.protocol import ErrorResponse, Text
+from service.state import ServiceState
 
 NAME = r"^[A-Za-z0-9._-]+$"
 ADAPTER_KEY = r"^[A-Za-z0-9._-]+(@[A-Za-z0-9._-]+)?$"
@@ -32,10 +35,11 @@ router = APIRouter(
 
 
 class RolloutView(BaseModel):
-    """The rollout as ops see it."""
+    """The rollout as ops see it: the canary (`adapter`) and its share, and the live adapter."""
 
-    percentage: float
-    adapter: str | None
+    percentage: float = Field(description="Share of users sent to the canary adapter.")
+    adapter: str | None = Field(description="The canary adapter, `NAME@VERSION`.")
+    live_adapter: str | None = Field(description="The adapter everyone else gets; null: the base model.")
     updated_at: datetime | None
     updated_by: str
     adapters_loaded: list[str]
@@ -46,18 +50,19 @@ class RolloutChange(BaseModel):
 
     model_config = ConfigDict(strict=True)
 
-    percentage: float = Field(ge=0, le=100, description="Share of users sent to the tuned variant.")
+    percentage: float = Field(ge=0, le=100, description="Share of users sent to the canary adapter.")
     adapter: str | None = Field(
         None,
         max_length=ADAPTER_KEY_MAX,
         pattern=ADAPTER_KEY,
-        description="`NAME` or `NAME@VERSION`; default: keep the current one.",
+        description="The canary, `NAME` or `NAME@VERSION` (a registered version not loaded yet is "
+        "hot-loaded first); default: keep the current one.",
     )
     reason: Text = Field("", max_length=2000)
 
 
 class RollbackRequest(BaseModel):
-    """`POST /admin/rollback` body (optional)."""
+    """`POST /admin/rollback` and `POST /admin/promote` body (optional)."""
 
     model_config = ConfigDict(strict=True)
 
@@ -75,7 +80,10 @@ class RolloutEventView(BaseModel):
     to_percentage: float
     from_adapter: str | None
     to_adapter: str | None
+    from_live: str | None
+    to_live: str | None
     reason: str
+    details: dict[str, Any]
 
 
 class AdapterLoad(BaseModel):
@@ -99,10 +107,29 @@ class AdapterView(BaseModel):
     path: str
 
 
+class RegistryView(AdapterView):
+    """A registered adapter version: lineage, scores, author, lifecycle status, and whether this
+    replica has it loaded."""
+
+    base_model: str
+    dataset_version: str | None
+    parent_version: str | None
+    metrics: dict[str, Any]
+    gate_report: dict[str, Any]
+    report_path: str | None
+    created_by: str
+    last_correction_id: int | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    loaded: bool
+
+
 def _view(state_rollout: Rollout, loaded: list[AdapterInfo]) -> RolloutView:
     return RolloutView(
         percentage=state_rollout.percentage,
         adapter=state_rollout.adapter,
+        live_adapter=state_rollout.live_adapter,
         updated_at=state_rollout.updated_at,
         updated_by=state_rollout.updated_by,
         adapters_loaded=[a.key for a in loaded],
@@ -119,45 +146,58 @@ async def get_rollout(state: StateDep) -> RolloutView:
 
 @router.put("/rollout", response_model=RolloutView)
 async def set_rollout(body: RolloutChange, state: StateDep, who: ActorDep) -> RolloutView:
-    """Change the share (and optionally the adapter); audited."""
+    """Set the canary and its share of users; a registered version this replica does not hold yet is
+    hot-loaded first (the other replicas load it within seconds). Audited."""
     current = await run_in_threadpool(state.rollout.current)
     wanted = body.adapter or current.adapter
-    adapter = find_adapter(state.engine, wanted) if wanted else None
+    adapter = await ensure_loaded(state, wanted) if wanted else None
     if body.percentage > 0 and adapter is None:
-        hint = f"adapter {wanted!r} is not loaded" if wanted else "no adapter is set"
+        hint = f"adapter {wanted!r} is not loaded and not registered" if wanted else "no adapter is set"
         raise APIError(
             409,
-            f"Cannot send traffic to the tuned variant: {hint}. Loaded: "
-            f"{[a.key for a in state.engine.adapters()]}.",
+            f"Cannot send traffic to a canary: {hint}. Loaded: {[a.key for a in state.engine.adapters()]}.",
             code="adapter_not_loaded",
             param="adapter",
         )
     key = adapter.key if adapter else wanted
+    if key is not None and key == current.live_adapter and body.percentage > 0:
+        raise APIError(
+            409, f"{key} is already live: it serves every user outside the canary.", code="adapter_is_live"
+        )
     _, after = await run_in_threadpool(
         lambda: state.rollout.change(
             percentage=body.percentage, adapter=key, actor=who, action="set", reason=body.reason
         )
     )
-    state.metrics.rollout_changes.labels("set").inc()
-    state.metrics.rollout_percentage.set(after.percentage)
-    return _view(after, state.engine.adapters())
+    return _changed(state, "set", after)
+
+
+@router.post("/promote", response_model=RolloutView)
+async def promote(state: StateDep, who: ActorDep, body: RollbackRequest | None = None) -> RolloutView:
+    """Make the canary the live adapter for every user (the previous live version retires); audited."""
+    try:
+        _, after = await run_in_threadpool(
+            lambda: state.rollout.promote(actor=who, reason=body.reason if body else "")
+        )
+    except NoCanaryError:
+        raise APIError(409, "There is no canary to promote.", code="no_canary") from None
+    return _changed(state, "promote", after)
 
 
 @router.post("/rollback", response_model=RolloutView)
 async def rollback(state: StateDep, who: ActorDep, body: RollbackRequest | None = None) -> RolloutView:
-    """Send everyone back to the base model now (share 0%); audited."""
-    current = await run_in_threadpool(state.rollout.current)
+    """One step back, at once: an active canary stops receiving users (they return to the live adapter
+    or the base model); without one, the live adapter gives way to the previous live version or the
+    base model. Audited."""
     _, after = await run_in_threadpool(
-        lambda: state.rollout.change(
-            percentage=0,
-            adapter=current.adapter,
-            actor=who,
-            action="rollback",
-            reason=body.reason if body else "",
-        )
+        lambda: state.rollout.rollback(actor=who, reason=body.reason if body else "")
     )
-    state.metrics.rollout_changes.labels("rollback").inc()
-    state.metrics.rollout_percentage.set(0)
+    return _changed(state, "rollback", after)
+
+
+def _changed(state: ServiceState, action: str, after: Rollout) -> RolloutView:
+    state.metrics.rollout_changes.labels(action).inc()
+    state.metrics.rollout_percentage.set(after.percentage if after.canary_active else 0)
     return _view(after, state.engine.adapters())
 
 
@@ -170,12 +210,35 @@ async def rollout_events(
     return [RolloutEventView.model_validate(row, from_attributes=True) for row in rows]
 
 
-@router.get("/adapters", response_model=list[AdapterView])
-async def list_adapters(state: StateDep) -> list[AdapterView]:
-    """Adapters loaded in the engine now."""
-    return [
-        AdapterView(key=a.key, name=a.name, version=a.version, path=a.path) for a in state.engine.adapters()
-    ]
+@router.get("/adapters", response_model=list[RegistryView])
+async def list_adapters(state: StateDep) -> list[RegistryView]:
+    """The adapter registry: every version with lineage, scores and status, and whether it is loaded
+    on this replica."""
+    entries = await run_in_threadpool(_registry, state.sessions)
+    loaded = {a.key for a in state.engine.adapters()}
+    return [RegistryView(**entry.to_dict(), loaded=entry.key in loaded) for entry in entries]
+
+
+@router.get("/adapters/{key}", response_model=RegistryView)
+async def show_adapter(
+    key: Annotated[str, Path(max_length=ADAPTER_KEY_MAX, pattern=ADAPTER_KEY)], state: StateDep
+) -> RegistryView:
+    """One registered version, `NAME@VERSION`."""
+    entry = await run_in_threadpool(_registered, state.sessions, key)
+    if entry is None:
+        raise APIError(404, f"{key!r} is not in the adapter registry.", code="adapter_not_found")
+    loaded = {a.key for a in state.engine.adapters()}
+    return RegistryView(**entry.to_dict(), loaded=entry.key in loaded)
+
+
+def _registry(sessions: sessionmaker[Session]) -> list[AdapterEntry]:
+    with sessions() as session:
+        return list_versions(session)
+
+
+def _registered(sessions: sessionmaker[Session], key: str) -> AdapterEntry | None:
+    with sessions() as session:
+        return get_version(session, key)
 
 
 @router.post("/adapters", response_model=AdapterView, status_code=201)
@@ -214,11 +277,15 @@ async def unload_adapter(
     adapter = find_adapter(state.engine, key)
     if adapter is None:
         raise APIError(404, f"Adapter {key!r} is not loaded.", code="adapter_not_loaded")
-    if current.adapter == adapter.key and current.percentage > 0:
+    if (current.adapter == adapter.key and current.percentage > 0) or current.live_adapter == adapter.key:
+        share = (
+            "every user outside the canary"
+            if current.live_adapter == adapter.key
+            else f"{current.percentage}% of users"
+        )
         raise APIError(
             409,
-            f"{adapter.key} serves {current.percentage}% of users; roll back or switch the "
-            "rollout to another adapter first.",
+            f"{adapter.key} serves {share}; roll back or switch the rollout to another adapter first.",
             code="adapter_in_rollout",
         )
     await state.engine.unload_adapter(adapter.key)

@@ -30,7 +30,7 @@ class CountedRoute(APIRoute):
             except Exception as exc:
                 if not getattr(request.state, "generating", False):
                     status = "rejected" if http_status(exc) < 500 else "error"
-                    state_of(request).metrics.requests.labels("none", status).inc()
+                    state_of(request).metrics.count_refused(status)
                 raise
 
         return counted

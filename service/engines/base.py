@@ -52,17 +52,30 @@ class SamplingParams:
     seed: int | None = None
 
 
+@dataclass
+class PromptCount:
+    """Prompt tokens as counted by the server that generated the answer: a remote engine learns them
+    with the answer's usage (None until then)."""
+
+    tokens: int | None = None
+
+
 @dataclass(frozen=True)
 class PreparedPrompt:
-    """A chat rendered with the model's chat template and tokenized, checked against the context."""
+    """A chat ready for an engine. A local engine renders it with the model's chat template, tokenizes
+    it and checks it against the context; a remote engine keeps the `messages` for the server it
+    forwards them to, which renders, checks and counts them (into `counted`)."""
 
     token_ids: tuple[int, ...]
     max_tokens: int
+    messages: tuple[dict[str, str], ...] = field(default=(), compare=False)
+    counted: PromptCount = field(default_factory=PromptCount, compare=False, repr=False)
 
     @property
     def prompt_tokens(self) -> int:
-        """Number of prompt tokens (for usage accounting)."""
-        return len(self.token_ids)
+        """Number of prompt tokens (for usage accounting): as the generating server counted them, else
+        the length of the tokenized prompt."""
+        return self.counted.tokens if self.counted.tokens is not None else len(self.token_ids)
 
 
 @dataclass

@@ -34,17 +34,21 @@ CHART = REPO / "helm" / "zantara"
 TEMPLATES = CHART / "templates"
 DASHBOARD = CHART / "dashboards" / "zantara.json"
 
-TARGETS = ("serve", "train", "cpu")
-SERVER_TARGETS = ("serve", "cpu")
+TARGETS = ("gpu-serve", "gpu-train", "cpu", "migrate", "cpu-demo")
+SERVER_TARGETS = ("gpu-serve", "cpu", "cpu-demo")
+BATCH_TARGETS = ("gpu-train", "migrate")
 PORT = "8000"
 
-# Read by service/cli.py straight from the environment (the URL `zantara rollout` talks to); not a setting.
-CLI_ONLY_VARIABLES = {"ZANTARA_URL"}
+# Read by the command line straight from the environment, not settings: the URL `zantara rollout` talks
+# to (service/cli.py) and the service `zantara retrain` asks to hot-load (training/retrain_cli.py).
+CLI_ONLY_VARIABLES = {"ZANTARA_URL": "service/cli.py", "ZANTARA_SERVICE_URL": "training/retrain_cli.py"}
 
 # Values whose content is passed through to Kubernetes or the environment as it stands: keys below them
 # in an override file are not looked up in values.yaml.
 FREE_FORM_VALUES = {
+    "config",
     "env",
+    "tolerations",
     "resources",
     "startupProbe",
     "livenessProbe",
@@ -213,13 +217,35 @@ def base_image(target: str) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: {k.lower(): v for k, v in defaults.items()}[m.group(1)], base)
 
 
-def test_dockerfile_has_the_three_targets() -> None:
+def test_dockerfile_has_every_target_on_pinned_bases() -> None:
     stages = dockerfile_stages()
     for target in TARGETS:
         assert target in stages, f"Dockerfile has no `FROM ... AS {target}` stage"
-    assert base_image("cpu").startswith("python:3.11"), base_image("cpu")
-    for target in ("serve", "train"):
-        assert "cuda" in base_image(target) or "vllm" in base_image(target), base_image(target)
+        image = base_image(target)
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        pinned = "@sha256:" in image or (name and re.search(r"\d", tag) and tag != "latest")
+        assert pinned, f"target {target} is built on {image}, not pinned by a version tag or digest"
+    assert base_image("gpu-serve").startswith("vllm/vllm-openai:v"), base_image("gpu-serve")
+    assert "cuda" in base_image("gpu-train"), base_image("gpu-train")
+    assert base_image("cpu").startswith("python:3.11."), base_image("cpu")
+    assert re.search(r"^# vLLM range: .*vLLM >= [\d.]+, < [\d.]+", DOCKERFILE.read_text(), re.M)
+
+
+def test_no_secret_is_baked_into_an_image() -> None:
+    secretish = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|HASH_KEY|CREDENTIAL|DATABASE_URL", re.I)
+    for target in TARGETS:
+        for instruction in ("ENV", "ARG"):
+            for args in effective(target, instruction):
+                names = parse_env(args) if instruction == "ENV" else {args.split("=")[0]: ""}
+                leaked = [name for name in names if secretish.search(name)]
+                assert not leaked, f"target {target}: {instruction} {leaked} (secrets come at run time)"
+
+
+def test_batch_targets_run_their_command_without_a_health_check() -> None:
+    assert json.loads(effective("gpu-train", "CMD")[-1]) == ["retrain"]
+    assert json.loads(effective("migrate", "CMD")[-1]) == ["db", "upgrade"]
+    for target in BATCH_TARGETS:
+        assert effective(target, "HEALTHCHECK")[-1].strip().upper() == "NONE", target
 
 
 def test_every_target_runs_as_a_non_root_user() -> None:
@@ -266,7 +292,7 @@ def test_dockerfile_commands_are_real_cli_commands() -> None:
 def test_environment_the_images_set_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for target in TARGETS:
         env = {k: v for k, v in target_env(target).items() if k.startswith("ZANTARA_")}
-        unknown = set(env) - settings_variables() - CLI_ONLY_VARIABLES
+        unknown = set(env) - settings_variables() - set(CLI_ONLY_VARIABLES)
         assert not unknown, f"target {target} sets variables that are no setting: {sorted(unknown)}"
         settings = make_settings(monkeypatch, env)
         assert str(settings.var_dir) == env.get("ZANTARA_VAR_DIR", "var")
@@ -310,11 +336,10 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
 
 def test_every_zantara_variable_is_a_real_setting() -> None:
     real = settings_variables()
-    cli_source = (REPO / "service" / "cli.py").read_text()
-    for name in CLI_ONLY_VARIABLES:
-        assert f'"{name}"' in cli_source, f"{name} is no longer read by service/cli.py"
+    for name, reader in CLI_ONLY_VARIABLES.items():
+        assert f'"{name}"' in (REPO / reader).read_text(), f"{name} is no longer read by {reader}"
     for path in [DOCKERFILE, *chart_files()]:
-        unknown = zantara_variables(path.read_text()) - real - CLI_ONLY_VARIABLES
+        unknown = zantara_variables(path.read_text()) - real - set(CLI_ONLY_VARIABLES)
         assert not unknown, f"{path.relative_to(REPO)} names variables that are no setting: {sorted(unknown)}"
 
 
@@ -333,44 +358,6 @@ def test_the_variables_the_brief_requires_exist() -> None:
         "PORT",
     ):
         assert f"ZANTARA_{name}" in settings_variables()
-
-
-def chart_environment(overrides: dict[str, Any] | None = None) -> dict[str, str]:
-    """What the deployment template sets: values' env, then the variables the template itself adds
-    (literal values as written, templated ones as they render by default, secrets as the Secret holds)."""
-    env = {k: str(v) for k, v in {**values()["env"], **(overrides or {}).get("env", {})}.items()}
-    deployment = (TEMPLATES / "deployment.yaml").read_text() + (TEMPLATES / "_helpers.tpl").read_text()
-    rendered = {
-        "ZANTARA_PORT": str(values()["containerPort"]),
-        "ZANTARA_URL": f"http://127.0.0.1:{values()['containerPort']}",
-        "ZANTARA_MIGRATE_ON_START": "false",
-        "ZANTARA_ADAPTERS_DIR": values()["adapters"]["mountPath"],
-    }
-    for name, value in re.findall(r"- name: (ZANTARA_\w+)\n\s+value: (.+)", deployment):
-        literal = re.fullmatch(r'"([^"{}]*)"', value.strip())
-        assert literal or name in rendered, f"deployment.yaml: add how {name} renders to this test"
-        env[name] = literal.group(1) if literal else rendered[name]
-    for name in re.findall(r"- name: (ZANTARA_\w+)\n\s+valueFrom:", deployment):
-        env[name] = "x" * 32 if name.endswith(("TOKEN", "_KEY")) else ""
-    return env
-
-
-def test_chart_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "ZANTARA_ADMIN_TOKEN",
-        "ZANTARA_USER_HASH_KEY",
-        "ZANTARA_DATABASE_URL",
-        "ZANTARA_API_KEYS",
-        "ZANTARA_MIGRATE_ON_START",
-        "ZANTARA_HOST",
-        "ZANTARA_PORT",
-    ):
-        assert name in chart_environment(), f"the deployment does not set {name}"
-    for override_file in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
-        overrides = yaml.safe_load(override_file.read_text()) if override_file else None
-        settings = make_settings(monkeypatch, chart_environment(overrides))
-        assert settings.host == "0.0.0.0"
-        assert settings.port == int(PORT) == values()["containerPort"]
 
 
 # --- Helm chart ---------------------------------------------------------------------------------------
@@ -436,20 +423,22 @@ def test_ci_values_files_only_set_known_values() -> None:
 
 def test_probes_hit_real_routes() -> None:
     expected = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
-    for probe, path in expected.items():
-        assert values()[probe]["httpGet"]["path"] == path
-        assert values()[probe]["httpGet"]["port"] == "http"
-        assert path in app_paths()
-    budget = values()["startupProbe"]["periodSeconds"] * values()["startupProbe"]["failureThreshold"]
+    for tier in ("engine", "router"):
+        for probe, path in expected.items():
+            assert values()[tier][probe]["httpGet"]["path"] == path
+            assert values()[tier][probe]["httpGet"]["port"] == "http"
+            assert path in app_paths()
+    startup = values()["engine"]["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
     assert budget >= 15 * 60, "the startup probe should allow a large model's download and load"
     assert "/metrics" in app_paths()
     assert "/metrics" in (TEMPLATES / "servicemonitor.yaml").read_text()
 
 
 def test_gpu_is_a_configurable_extended_resource() -> None:
-    assert values()["gpu"] == {"count": 1, "resourceName": "nvidia.com/gpu"}
-    deployment = (TEMPLATES / "deployment.yaml").read_text()
-    assert ".Values.gpu.resourceName" in deployment and ".Values.gpu.count" in deployment
+    assert values()["engine"]["gpu"] == {"count": 1, "resourceName": "nvidia.com/gpu"}
+    deployment = (TEMPLATES / "engine-deployment.yaml").read_text()
+    assert ".Values.engine.gpu.resourceName" in deployment and ".Values.engine.gpu.count" in deployment
 
 
 def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook() -> None:
@@ -463,7 +452,7 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook() -> None:
     weight = int(re.search(r'helm\.sh/hook-weight:\s*"(-?\d+)"', secret).group(1))  # type: ignore[union-attr]
     job_weight = int(re.search(r'helm\.sh/hook-weight:\s*"(-?\d+)"', job).group(1))  # type: ignore[union-attr]
     assert weight < job_weight, "the Secret must exist before the migration Job reads the database URL"
-    deployment = (TEMPLATES / "deployment.yaml").read_text()
+    deployment = (TEMPLATES / "engine-deployment.yaml").read_text()
     assert re.search(r"name: ZANTARA_MIGRATE_ON_START\n\s+value: .*ternary \"false\" \"true\"", deployment)
 
 

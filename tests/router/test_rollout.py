@@ -128,3 +128,52 @@ def test_the_initial_rollout_is_recorded_once_however_many_replicas_start(databa
     assert (current.percentage, current.adapter, current.updated_by) == (50, "demo@v2", "ops")
     assert [e.action for e in replicas[0].history()] == ["set", "initial"]
     engine.dispose()
+
+
+def _statuses(sessions, *keys: str) -> list[str]:  # type: ignore[no-untyped-def]
+    from feedback.registry import get_version
+
+    with sessions() as session:
+        return [entry.status if (entry := get_version(session, key)) else "?" for key in keys]
+
+
+@pytest.fixture
+def registry_store(database_url: str):  # type: ignore[no-untyped-def]
+    from feedback.registry import record_version
+
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        for version in ("v1", "v2", "v3"):
+            record_version(session, name="z", version=version, path=f"/a/{version}", base_model="b")
+    yield RolloutStore(sessions, default_percentage=20, cache_s=60), sessions
+    engine.dispose()
+
+
+def test_promote_and_rollback_walk_the_lifecycle(registry_store) -> None:  # type: ignore[no-untyped-def]
+    from router.rollout import NoCanaryError
+
+    store, sessions = registry_store
+    with pytest.raises(NoCanaryError):
+        store.promote(actor="ops")
+    store.change(percentage=20, adapter="z@v1", actor="ops", action="set")
+    assert _statuses(sessions, "z@v1") == ["canary"]
+    _, after = store.promote(actor="ops", reason="good ratings")
+    assert (after.live_adapter, after.adapter, after.percentage) == ("z@v1", None, 0)
+    store.change(percentage=20, adapter="z@v2", actor="ops", action="set")
+    store.promote(actor="guardrail", action="auto-promote", details={"p_value": 0.001})
+    assert _statuses(sessions, "z@v1", "z@v2") == ["retired", "live"]
+    store.change(percentage=30, adapter="z@v3", actor="ops", action="set")
+    _, back = store.rollback(actor="guardrail", action="auto-rollback", details={"samples": [40, 41]})
+    assert (back.live_adapter, back.canary_active) == ("z@v2", False)
+    assert _statuses(sessions, "z@v3") == ["rejected"]
+    _, older = store.rollback(actor="oncall", reason="v2 is worse than we thought")
+    assert older.live_adapter == "z@v1" and _statuses(sessions, "z@v1", "z@v2") == ["live", "rejected"]
+    _, base = store.rollback(actor="oncall")
+    assert base.live_adapter is None and _statuses(sessions, "z@v1") == ["rejected"]
+    events = store.history()
+    assert [e.action for e in events][:4] == ["rollback", "rollback", "auto-rollback", "set"]
+    automatic = next(e for e in events if e.action == "auto-rollback")
+    assert automatic.details == {"samples": [40, 41]} and automatic.from_adapter == "z@v3"
+    assert (events[0].from_live, events[0].to_live) == ("z@v1", None)

@@ -18,6 +18,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def total(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (as PromQL's sum by would)."""
+    wanted = set(labels.items())
+    return sum(value for (sample, pairs), value in got.items() if sample == name and wanted <= set(pairs))
+
+
 async def test_health_and_readiness(app_client: httpx.AsyncClient) -> None:
     assert (await app_client.get("/healthz")).json() == {"status": "ok"}
     ready = (await app_client.get("/readyz")).json()
@@ -37,14 +43,16 @@ async def test_metrics_follow_requests_ratings_and_rollout(app_client: httpx.Asy
     response = await app_client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     got = samples(response.text)
-    assert got[("zantara_requests_total", (("status", "ok"), ("variant", "tuned")))] == 1
-    assert got[("zantara_requests_total", (("status", "ok"), ("variant", "base")))] == 2
+    pinned = {"variant": "tuned", "adapter": "zantara-demo@v1", "target": "pinned"}
+    assert total(got, "zantara_requests_total", status="ok", **pinned) == 1
+    assert total(got, "zantara_requests_total", status="ok", variant="tuned") == 1
+    assert total(got, "zantara_requests_total", status="ok", variant="base", adapter="") == 2
     generated = tuned.json()["usage"]["completion_tokens"]
-    assert got[("zantara_generated_tokens_total", (("variant", "tuned"),))] == generated
-    assert got[("zantara_request_duration_seconds_count", (("variant", "base"),))] == 2
-    assert got[("zantara_time_to_first_token_seconds_count", (("variant", "base"),))] == 2
-    assert got[("zantara_ratings_total", (("stars", "5"), ("variant", "tuned")))] == 1
-    assert got[("zantara_rating_stars_sum", (("variant", "tuned"),))] == 5
+    assert total(got, "zantara_generated_tokens_total", **pinned) == generated
+    assert total(got, "zantara_request_duration_seconds_count", variant="base") == 2
+    assert total(got, "zantara_time_to_first_token_seconds_count", variant="base") == 2
+    assert total(got, "zantara_ratings_total", stars="5", **pinned) == 1
+    assert total(got, "zantara_rating_stars_sum", **pinned) == 5
     assert got[("zantara_rollout_percentage", ())] == 35
     assert got[("zantara_model_ready", ())] == 1
     assert got[("zantara_adapters_loaded", ())] == 1
@@ -64,7 +72,7 @@ async def test_refused_requests_are_counted_apart_from_served_ones(app_client: h
     assert [r.status_code for r in refused] == [400, 422, 404, 422]
     await app_client.get("/v1/models")
     got = samples((await app_client.get("/metrics")).text)
-    assert got[("zantara_requests_total", (("status", "rejected"), ("variant", "none")))] == 4
+    assert total(got, "zantara_requests_total", status="rejected", variant="none") == 4
     for variant in ("base", "tuned"):
         for status in ("ok", "error"):
-            assert got[("zantara_requests_total", (("status", status), ("variant", variant)))] == 0
+            assert total(got, "zantara_requests_total", status=status, variant=variant) == 0

@@ -26,7 +26,7 @@ SPLITS = ("train", "validation", "test")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("datasets") / "v1"
-    result = CliRunner().invoke(app, ["build", "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(app, ["build", "--out", str(out), "--include-unvalidated", "--no-progress"])
     assert result.exit_code == 0, result.output
     return out
 

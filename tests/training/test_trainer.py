@@ -1,8 +1,11 @@
-"""`zantara train` on the tiny demo model on CPU: learning, early stopping, resume, output, backends."""
+"""`zantara train` on the tiny demo model on CPU: learning, early stopping, resume, output, backends,
+presets fitted to the model's size, continuing a parent adapter, registration."""
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from training.demo_data import GENERAL_FILE, chat, load_seed, read_jsonl
 from training.demo_model import answer_loss, generate_answer
 from training.evaluation.data import general_holdout
 from training.train_cli import train as train_command
-from training.train_config import PRESETS, load_config, preset_for
+from training.train_config import PRESETS, load_config, model_scale, preset_for, read_parent
 from training.trainer import TrainResult, default_output_dir, mix_general, train
 
 FAST: dict[str, Any] = {
@@ -92,6 +95,71 @@ def test_presets_follow_dataset_size_and_fields_override() -> None:
     assert config.learning_rate == 1e-4
     aggressive = load_config(dataset=Path("d"), base_model="m", preset="aggressive").resolve(pairs=100)
     assert (aggressive.epochs, aggressive.learning_rate) == (PRESETS["aggressive"].epochs, 5e-4)
+
+
+LLAMA_8B = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+}
+
+
+def test_presets_keep_their_values_for_an_8b_model_and_scale_up_for_the_demo(
+    tmp_path: Path, demo_base: Path
+) -> None:
+    big = tmp_path / "llama-8b"
+    big.mkdir()
+    (big / "config.json").write_text(json.dumps(LLAMA_8B))
+    scale = model_scale(str(big))
+    assert scale.lr_scale == 1.0 and 8.0e9 < (scale.parameters or 0) < 8.1e9  # Llama 3 8B: 8.03B
+    for pairs, preset in ((500, "conservative"), (3_000, "balanced")):
+        config = load_config(dataset=Path("d"), base_model=str(big)).resolve(pairs)
+        assert (config.preset, config.learning_rate, config.lr_scale) == (
+            preset,
+            PRESETS[preset].learning_rate,
+            1.0,
+        )
+    demo = model_scale(str(demo_base))
+    actual = AutoModelForCausalLM.from_pretrained(demo_base).num_parameters()
+    assert demo.parameters is not None and abs(demo.parameters - actual) < 0.01 * actual
+    assert demo.lr_scale == float(f"{math.sqrt(7e9 / demo.parameters):.2g}") > 10
+    resolved = load_config(dataset=Path("d"), base_model=str(demo_base)).resolve(500)
+    assert (
+        resolved.learning_rate == pytest.approx(2e-5 * demo.lr_scale) and resolved.lr_scale == demo.lr_scale
+    )
+    assert "parameters" in demo.reason
+    explicit = load_config(dataset=Path("d"), base_model=str(demo_base), learning_rate=1e-4).resolve(500)
+    assert (explicit.learning_rate, explicit.lr_scale) == (1e-4, None)  # an explicit rate is used as it is
+    forced = load_config(dataset=Path("d"), base_model=str(demo_base), lr_scale=1.0).resolve(500)
+    assert forced.learning_rate == 2e-5
+    unknown = model_scale("nowhere")
+    assert (unknown.parameters, unknown.lr_scale) == (None, 1.0)
+
+
+def test_a_parent_adapter_must_share_the_base_model(
+    demo_adapter: Path, demo_base: Path, tmp_path: Path
+) -> None:
+    parent = read_parent(demo_adapter, str(demo_base))
+    assert (parent.key, parent.path) == ("zantara-demo@v1", demo_adapter.resolve())
+    adapter_config = json.loads((demo_adapter / "adapter_config.json").read_text())
+    assert parent.lora["lora_r"] == adapter_config["r"]
+    assert set(parent.lora["target_modules"]) == set(adapter_config["target_modules"])
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_base, copy)
+    assert read_parent(demo_adapter, str(copy)).key == "zantara-demo@v1"  # same weights elsewhere
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
+    with pytest.raises(ValueError, match="was trained on base model"):
+        read_parent(demo_adapter, str(copy))
+    with pytest.raises(ValueError, match="was trained on base model"):
+        read_parent(demo_adapter, "GoToCompany/llama3-8b-cpt-sahabatai-v1-instruct")
+    with pytest.raises(FileNotFoundError, match="not an adapter directory"):
+        read_parent(tmp_path, str(demo_base))
 
 
 def test_yaml_config_is_overridden_by_the_command_line(tmp_path: Path) -> None:
@@ -342,6 +410,65 @@ def test_cli_trains_merges_and_registers(seed_dataset: Path, demo_base: Path, tm
     with Session(engine) as session:
         row = session.scalars(select(AdapterVersion)).one()
     assert (row.name, row.version, row.dataset_version) == ("zantara", "v7", "sha256:test")
+    assert (row.status, row.parent_version) == ("candidate", None) and row.created_by
     assert row.path == str((tmp_path / "a").resolve()) and "eval_loss" in row.metrics
     failed = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--qlora"])
     assert failed.exit_code == 2 and "CUDA" in failed.output
+
+
+@pytest.mark.slow
+def test_cli_continues_the_parent_adapter_and_registers_its_lineage(
+    seed_dataset: Path, demo_base: Path, demo_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from feedback.models import AdapterVersion, Base
+
+    monkeypatch.setenv("USER", "ayu")
+    database_url = f"sqlite:///{tmp_path / 'zantara.db'}"
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    app = typer.Typer()
+    app.command()(train_command)
+    app.command("noop")(lambda: None)
+    args = [
+        "train", "--dataset", str(seed_dataset), "--base-model", str(demo_base),
+        "--out", str(tmp_path / "v2"), "--name", "zantara-demo", "--version", "v2",
+        "--init-adapter", str(demo_adapter), "--max-steps", "2",
+        "--eval-steps", "1", "--batch-size", "4", "--grad-accum", "1", "--database-url", database_url,
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "parent zantara-demo@v1" in result.output
+    meta = json.loads((tmp_path / "v2" / "zantara.json").read_text())
+    assert meta["parent"] == {
+        "name": "zantara-demo",
+        "version": "v1",
+        "key": "zantara-demo@v1",
+        "path": str(demo_adapter.resolve()),
+    }
+    assert meta["config"]["init_adapter"] == str(demo_adapter)
+    assert meta["config"]["scale"]["lr_scale"] == meta["config"]["lr_scale"] > 1
+    assert meta["created_by"] == "ayu"
+    metrics = meta["metrics"]
+    # two small steps from a fresh LoRA could never start this far below the base: the parent's weights
+    assert metrics["eval_loss_parent"] < metrics["eval_loss_base"] - 1.0
+    assert metrics["eval_loss"] < metrics["eval_loss_base"] - 1.0
+    parent_weights = load_file(str(demo_adapter / "adapter_model.safetensors"))
+    child_weights = load_file(str(tmp_path / "v2" / "adapter_model.safetensors"))
+    assert set(child_weights) == set(parent_weights)
+    assert any(not torch.equal(child_weights[key], parent_weights[key]) for key in parent_weights)
+    with Session(engine) as session:
+        row = session.scalars(select(AdapterVersion)).one()
+    assert (row.name, row.version, row.parent_version, row.status) == (
+        "zantara-demo",
+        "v2",
+        "v1",
+        "candidate",
+    )
+    assert row.created_by == "ayu" and row.metrics["eval_loss_parent"] == metrics["eval_loss_parent"]
+    other = CliRunner().invoke(
+        app, [*args[:-2], "--base-model", "GoToCompany/llama3-8b-cpt-sahabatai-v1-instruct"]
+    )
+    assert other.exit_code == 2 and "was trained on base model" in " ".join(other.output.split())

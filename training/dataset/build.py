@@ -2,7 +2,9 @@
 
 Sources, in order of precedence when two give the same question: the seed bank (questions and
 variations), error corrections (files and the feedback database), imported conversations, extra
-record files, synthetic questions. All pairs go through the checklist; any error stops the build
+record files, synthetic questions. With a database, the reviewers' verdicts on unvalidated pairs are
+applied (see `validation`); a validated-only build leaves the rest out and writes them to
+`unvalidated.jsonl`. All pairs that go in pass the checklist; any error stops the build
 before anything is written. The output folder appears in one rename, with `manifest.json` naming the
 version (a hash of the content), the counts and the inputs' hashes.
 """
@@ -32,6 +34,7 @@ from training.dataset.similarity import normalize
 from training.dataset.split import SPLITS, SplitResult, leaks, split_pairs
 from training.dataset.synthetic import build_synthetic
 from training.dataset.topics import classify
+from training.dataset.validation import UNVALIDATED_FILE, apply_verdicts, load_verdicts
 from training.dataset.variations import build_seed_pairs
 from training.progress import training_progress
 from training.prompts import ZANTARA_SYSTEM_PROMPT
@@ -62,7 +65,13 @@ class BuildError(Exception):
 
 @dataclass
 class BuildOptions:
-    """What goes into a build (paths default to the project's own data) and how it is split."""
+    """What goes into a build (paths default to the project's own data) and how it is split.
+
+    `database_url` adds the database's corrections and applies its dataset review verdicts (a record
+    is decided after `reviews_required` verdicts). `include_unvalidated` keeps pairs nobody has
+    validated yet: true here (a library build keeps every pair, as before review existed), false by
+    default on the command line (`--include-unvalidated` turns it on).
+    """
 
     seed_path: Path = DEFAULT_SEED
     facts_path: Path = DEFAULT_FACTS
@@ -72,6 +81,8 @@ class BuildOptions:
     )
     extra: list[Path] = field(default_factory=list)
     database_url: str | None = None
+    include_unvalidated: bool = True
+    reviews_required: int = 1
     per_register: int = 5
     synthetic_per_seed: int = 3
     test_share: float = 0.12
@@ -177,10 +188,15 @@ def load_extra(path: Path) -> list[Pair]:
     return pairs
 
 
-def deduplicate(pairs: list[Pair], notes: list[str]) -> list[Pair]:
-    """Keep one pair per question (by source precedence), and unique ids; note what was dropped."""
+def deduplicate(pairs: list[Pair], notes: list[str], *, validated_first: bool = False) -> list[Pair]:
+    """Keep one pair per question (by source precedence, validated pairs first when asked), and unique
+    ids; note what was dropped."""
     kept: dict[str, Pair] = {}
-    for pair in sorted(pairs, key=lambda pair: PRECEDENCE[pair.source]):
+
+    def rank(pair: Pair) -> tuple[bool, int]:
+        return (validated_first and not pair.validated, PRECEDENCE[pair.source])
+
+    for pair in sorted(pairs, key=rank):
         key = normalize(pair.question)
         if key in kept:
             notes.append(f"{pair.id} dropped: same question as {kept[key].id}")
@@ -209,7 +225,16 @@ def build(
     notes: list[str] = []
     on_stage("reading sources and generating variations")
     sources = collect_pairs(options, generator, notes, progress)
-    pairs = deduplicate(sources.pairs, notes)
+    decided = load_verdicts(options.database_url, options.reviews_required) if options.database_url else {}
+    reviewed = apply_verdicts(sources.pairs, decided, notes)
+    pairs = deduplicate(reviewed.pairs, notes, validated_first=not options.include_unvalidated)
+    held = [] if options.include_unvalidated else [pair for pair in pairs if not pair.validated]
+    if held:
+        pairs = [pair for pair in pairs if pair.validated]
+        notes.append(
+            f"{len(held)} unvalidated pair(s) left out, written to {UNVALIDATED_FILE} "
+            "(`zantara dataset submit` sends them for review; --include-unvalidated keeps them)"
+        )
     on_stage(f"checking {len(pairs)} pairs")
     examples = [
         Example(index + 1, "chat", pair.question, pair.answer, ZANTARA_SYSTEM_PROMPT, pair.meta())
@@ -224,12 +249,23 @@ def build(
     if leaked:
         raise BuildError("split leakage: " + "; ".join(leaked[:5]))
     manifest = make_manifest(result, options, sources.inputs, generator, issues)
+    manifest["validation"] = {
+        "include_unvalidated": options.include_unvalidated,
+        "reviews_required": options.reviews_required,
+        "verdicts_read": len(decided),
+        "approved": reviewed.approved,
+        "edited": reviewed.edited,
+        "left_out_rejected": reviewed.rejected,
+        "left_out_unvalidated": len(held),
+    }
     target = out or DEFAULT_DATASETS / manifest["version"]
     on_stage(f"writing {target}")
     with atomic_dir(target, replace=force or out is None) as folder:
         for name in SPLITS:
             write_jsonl(folder / f"{name}.jsonl", (pair.to_chat() for pair in result.splits[name]))
             write_json(folder / f"{name}.alpaca.json", [pair.to_alpaca() for pair in result.splits[name]])
+        if held:
+            write_jsonl(folder / UNVALIDATED_FILE, (pair.to_chat() for pair in held))
         manifest["files"] = {path.name: _sha256(path) for path in sorted(folder.iterdir())}
         write_json(folder / "manifest.json", manifest)
     return BuildResult(target, manifest, [issue for issue in issues if issue.severity == "warning"], notes)

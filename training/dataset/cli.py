@@ -1,4 +1,4 @@
-"""`zantara dataset ...`: build, check, stats, import-conversations, import-corrections.
+"""`zantara dataset ...`: build, check, stats, submit, import-conversations, import-corrections.
 
 Registered in the main CLI with `app.add_typer(dataset_app, name="dataset")`.
 """
@@ -22,6 +22,7 @@ from training.dataset.facts import load_facts
 from training.dataset.files import DatasetInputError, write_jsonl
 from training.dataset.generator import EndpointClient, EndpointConfig, Generator, ModelGenerator
 from training.dataset.stats import dataset_stats, file_stats, render, source_stats
+from training.dataset.validation import unvalidated_records
 
 app = typer.Typer(help="Build, check and inspect the ZANTARA training dataset.", no_args_is_help=True)
 console = Console()
@@ -43,8 +44,25 @@ def build_command(
     ] = None,
     no_corrections: Annotated[bool, typer.Option(help="Leave correction files out.")] = False,
     database_url: Annotated[
-        str | None, typer.Option(help="Also take corrections from this database.")
+        str | None,
+        typer.Option(help="Also take corrections and the dataset reviewers' verdicts from this database."),
     ] = None,
+    include_unvalidated: Annotated[
+        bool,
+        typer.Option(
+            "--include-unvalidated/--validated-only",
+            help="Keep pairs nobody has validated yet (default: leave them out, in unvalidated.jsonl).",
+        ),
+    ] = False,
+    reviews_required: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=10,
+            envvar="ZANTARA_DATASET_REVIEWS_REQUIRED",
+            help="Verdicts a reviewed record needs before it is decided (as the service's setting).",
+        ),
+    ] = 1,
     conversations: Annotated[
         list[Path] | None,
         typer.Option(help="Chat-log export(s) to import (.jsonl/.csv); default: data/conversations/*.jsonl."),
@@ -74,6 +92,8 @@ def build_command(
         seed_path=seed,
         facts_path=facts,
         database_url=database_url,
+        include_unvalidated=include_unvalidated,
+        reviews_required=reviews_required,
         extra=extra or [],
         per_register=per_register,
         synthetic_per_seed=synthetic,
@@ -109,6 +129,11 @@ def build_command(
     counts = result.manifest["counts"]
     console.print(f"[green]built[/] {result.manifest['version']} -> {result.out}")
     console.print(f"{counts['total']} pairs: " + ", ".join(f"{k} {v}" for k, v in counts["splits"].items()))
+    review = result.manifest["validation"]
+    console.print(
+        f"review: {review['approved']} approved, {review['edited']} edited, "
+        f"{review['left_out_rejected']} rejected and {review['left_out_unvalidated']} unvalidated left out"
+    )
     console.print(f"{len(result.warnings)} warning(s) from the checklist; {len(result.notes)} note(s)")
     for note in result.notes[:20]:
         console.print(f"  [dim]{note}[/]")
@@ -163,6 +188,36 @@ def stats_command(
         typer.echo(json.dumps(stats, ensure_ascii=False, indent=2))
     else:
         render(stats, console)
+
+
+@app.command("submit")
+def submit_command(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder from `zantara dataset build`.")],
+    database_url: Annotated[
+        str,
+        typer.Option(
+            envvar="ZANTARA_DATABASE_URL", help="The service's database (schema must be up to date)."
+        ),
+    ],
+) -> None:
+    """Send the dataset's unvalidated pairs to the review page (/review/dataset); known ones are skipped."""
+    from feedback.dataset_review import submit_records
+    from feedback.db import create_db_engine, make_session_factory
+
+    try:
+        version, pairs = unvalidated_records(dataset)
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    engine = create_db_engine(database_url)
+    try:
+        added = submit_records(make_session_factory(engine), version, pairs)
+    finally:
+        engine.dispose()
+    console.print(
+        f"{added} new record(s) submitted for review from {version}; "
+        f"{len(pairs) - added} of {len(pairs)} unvalidated already known"
+    )
 
 
 @app.command("import-conversations")

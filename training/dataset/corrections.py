@@ -81,24 +81,22 @@ def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
     """Every correction stored by the feedback loop, oldest first, personal data scrubbed: reviewers
     copy real customer chats into them, and training data must not hold names or ID numbers."""
     from feedback.db import create_db_engine, make_session_factory
-    from feedback.models import Correction
+    from feedback.review_queue import corrections_after
 
     engine = create_db_engine(database_url)
     try:
-        with make_session_factory(engine)() as session:
-            rows = session.scalars(select(Correction).order_by(Correction.created_at, Correction.id)).all()
-            return [
-                CorrectionRecord(
-                    row.query,
-                    row.model_answer_wrong,
-                    row.correct_answer,
-                    row.why_wrong or "",
-                    row.lesson or "",
-                    row.category if row.category in CATEGORIES else None,
-                    f"database:{row.id}",
-                ).scrubbed()
-                for row in rows
-            ]
+        return [
+            CorrectionRecord(
+                row.query,
+                row.model_answer_wrong,
+                row.correct_answer,
+                row.why_wrong,
+                row.lesson,
+                row.category if row.category in CATEGORIES else None,
+                f"database:{row.id}",
+            ).scrubbed()
+            for row in corrections_after(make_session_factory(engine), None)
+        ]
     finally:
         engine.dispose()
 

@@ -2,11 +2,14 @@
 
     zantara eval --dataset var/datasets/ds-... --adapter var/adapters/zantara/v3
     zantara eval --dataset DIR --endpoint http://gpu-host:8000/v1 --base BASE --adapter zantara@v3
+    zantara eval --dataset DIR --adapter zantara@v4 --baseline zantara@v3 --corrections new.jsonl \
+        --gates data/eval/retrain_gates.yaml          # a retrain's candidate against its parent
 
 Exit code 0: every gate passed; 1: a gate failed; 2: bad input (unknown dataset, adapter, endpoint,
 gates file). The in-process path needs the serving engine, which lives in `service/` (training never
 imports service): the service's CLI builds this command with `build_eval_command(hooks)`, handing in
-the engine-backed answer source and the default database URL.
+the engine-backed answer source and the default database URL. Programmatically: `evaluate(options,
+hooks)` returns the report and the exit code without printing.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from training.evaluation.http_source import HttpSource
 from training.evaluation.report import write_reports
 from training.evaluation.runner import Outputs, collect
 from training.evaluation.scoring import score
-from training.evaluation.sources import AnswerSource
+from training.evaluation.sources import BASE, AnswerSource
 
 EXIT_PASSED, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_OUT = Path("var/eval")
@@ -66,16 +69,48 @@ class EvalOptions:
     ab_sample: int = 0
     database_url: str | None = None
     progress: bool = True
+    baseline: str | None = None
+    corrections: Path | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """How an evaluation ended: the exit code, the report (None on bad input) and where it was written,
+    or the bad input's message."""
+
+    exit_code: int
+    report: dict[str, Any] | None = None
+    json_path: Path | None = None
+    html_path: Path | None = None
+    error: str | None = None
 
 
 def run_eval(options: EvalOptions, hooks: EvalHooks) -> int:
-    """Run the evaluation and write the reports; returns the exit code."""
+    """Run the evaluation, write the reports and print a summary; returns the exit code."""
+    result = evaluate(options, hooks)
+    if result.report is None:
+        errors.print(f"[red]error:[/] {result.error}")
+        return result.exit_code
+    print_summary(result.report)
+    console.print(f"reports: {result.json_path} and {result.html_path}")
+    return result.exit_code
+
+
+def evaluate(options: EvalOptions, hooks: EvalHooks) -> EvalResult:
+    """Run the evaluation and write the reports, printing nothing but the progress bars (`progress`).
+
+    With `baseline` (an adapter spec as for `adapters`) every adapter is gated against that variant
+    instead of the base; with `corrections` the corrected questions are asked too and gated.
+    """
     try:
         config = load_gates(options.gates)
-        data = load_eval_data(options.dataset, options.split, limit=options.limit)
+        data = load_eval_data(
+            options.dataset, options.split, limit=options.limit, corrections=options.corrections
+        )
         registry = RegistryCheck()
         source = _source(options, hooks)
         outputs = asyncio.run(_collect(source, data, options))
+        baseline = _baseline_key(options, outputs)
         database_url = options.database_url or hooks.database_url()
         queued = (
             queue_ab_pairs(
@@ -90,11 +125,10 @@ def run_eval(options: EvalOptions, hooks: EvalHooks) -> int:
             else {}
         )
     except EvalInputError as exc:
-        errors.print(f"[red]error:[/] {exc}")
-        return EXIT_BAD_INPUT
+        return EvalResult(EXIT_BAD_INPUT, error=str(exc))
     scores = score(data, outputs, registry, options.bootstrap)
     ab = ab_summaries(database_url, outputs.variants)
-    gates = evaluate_gates(config, scores.variants, ab)
+    gates = evaluate_gates(config, scores.variants, ab, baseline)
     passed = all(gate["status"] != "fail" for gate in gates)
     report: dict[str, Any] = {
         "dataset_version": data.dataset_version,
@@ -102,6 +136,13 @@ def run_eval(options: EvalOptions, hooks: EvalHooks) -> int:
         "source": source.description,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "accuracy_metric": config["accuracy_improvement"]["metric"],
+        "baseline": baseline,
+        "compared_with": baseline or BASE,
+        "corrections": (
+            {"path": str(options.corrections), "n": len(data.items["corrections"])}
+            if options.corrections
+            else None
+        ),
         "counts": {name: len(rows) for name, rows in data.items.items()},
         "variants": scores.variants,
         "gates": gates,
@@ -115,9 +156,7 @@ def run_eval(options: EvalOptions, hooks: EvalHooks) -> int:
         options.out or DEFAULT_OUT / f"{data.dataset_version or 'dataset'}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     )
     json_path, html_path = write_reports(out, report, scores.rows)
-    _print_summary(report)
-    console.print(f"reports: {json_path} and {html_path}")
-    return EXIT_PASSED if passed else EXIT_GATE_FAILED
+    return EvalResult(EXIT_PASSED if passed else EXIT_GATE_FAILED, report, json_path, html_path)
 
 
 def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
@@ -159,6 +198,17 @@ def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
             str | None, typer.Option(help="A/B review database (default ZANTARA_DATABASE_URL).")
         ] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        baseline: Annotated[
+            str | None,
+            typer.Option(
+                help="Gate the adapters against this adapter (a directory or NAME@VERSION) instead of "
+                "the base: a retrain's parent."
+            ),
+        ] = None,
+        corrections: Annotated[
+            Path | None,
+            typer.Option(help='Corrected questions to ask and gate (.jsonl of {"question", "answer"}).'),
+        ] = None,
     ) -> None:
         """Score the base and each adapter on a dataset split; apply the quality gates (exit 0/1/2)."""
         options = EvalOptions(
@@ -177,6 +227,8 @@ def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
             ab_sample=ab_sample,
             database_url=database_url,
             progress=progress,
+            baseline=baseline,
+            corrections=corrections,
         )
         raise typer.Exit(run_eval(options, hooks))
 
@@ -184,6 +236,11 @@ def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
 
 
 def _source(options: EvalOptions, hooks: EvalHooks) -> AnswerSource:
+    adapters = options.adapters
+    if options.baseline:
+        adapters = [options.baseline, *(spec for spec in adapters if spec != options.baseline)]
+        if len(adapters) < 2:
+            raise EvalInputError("--baseline needs an --adapter to compare with it")
     if options.endpoint:
         if options.base_model:
             raise EvalInputError(
@@ -191,34 +248,44 @@ def _source(options: EvalOptions, hooks: EvalHooks) -> AnswerSource:
             )
         if not options.base:
             raise EvalInputError("--endpoint needs --base: the base model's name on that server")
-        return HttpSource(options.endpoint, options.base, options.adapters, api_key=options.api_key)
+        return HttpSource(options.endpoint, options.base, adapters, api_key=options.api_key)
     if options.base:
         raise EvalInputError("--base names the base model on an --endpoint; in process use --base-model")
-    return hooks.in_process(options.base_model, options.adapters)
+    return hooks.in_process(options.base_model, adapters)
+
+
+def _baseline_key(options: EvalOptions, outputs: Outputs) -> str | None:
+    """The baseline's variant key: the first adapter the source started (`_source` puts it first)."""
+    return outputs.variants[1].key if options.baseline else None
 
 
 async def _collect(source: AnswerSource, data: EvalData, options: EvalOptions) -> Outputs:
     try:
         variants = await source.start()
+        keys = [variant.key for variant in variants]
+        if len(set(keys)) != len(keys):
+            raise EvalInputError(f"an adapter is named twice (baseline {options.baseline!r}?): {keys}")
         return await collect(source, variants, data, max_tokens=options.max_tokens, progress=options.progress)
     finally:
         await source.close()
 
 
-def _print_summary(report: dict[str, Any]) -> None:
-    metrics = Table(
-        "variant", "chrF", "BLEU", "exact", "fact precision", "consistency", "perplexity", "critical"
-    )
+def print_summary(report: dict[str, Any]) -> None:
+    """The metrics and gate tables and the verdict on the console."""
+    columns = ["variant", "chrF", "BLEU", "exact", "fact precision", "consistency", "perplexity", "critical"]
+    metrics = Table(*columns, *(["corrections chrF"] if report.get("corrections") else []))
     for key, variant in report["variants"].items():
         test = variant["test"]
+        label = f"{key} (baseline)" if key == report.get("baseline") else key
         metrics.add_row(
-            key,
+            label,
             *(
                 str(test[name]["value"])
                 for name in ("chrf", "bleu", "exact_match", "fact_precision", "consistency")
             ),
             str(test["perplexity"]["value"] if test["perplexity"]["value"] is not None else "unavailable"),
             str(variant["critical_errors"]),
+            *([str(variant["corrections"]["chrf"]["value"])] if "corrections" in variant else []),
         )
     console.print(metrics)
     gates = Table("gate", "variant", "value", "threshold", "status", "detail")

@@ -3,7 +3,9 @@
 Every question becomes an `EvalItem` with its golden answer and the labels the breakdowns use
 (category, register, seed, complexity). The general-Indonesian regression set is a fixed 20% of
 `data/general/general.jsonl` (chosen by a hash of each id, so it never moves when the file grows);
-the unknown set (`data/eval/unknown.jsonl`) holds questions the model must decline or ask about.
+the unknown set (`data/eval/unknown.jsonl`) holds questions the model must decline or ask about; the
+corrections set (optional, `{"question", "answer"}` lines) holds the questions reviewers corrected, with
+the corrected answers as golden answers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 REPO = Path(__file__).resolve().parents[2]
 UNKNOWN_FILE = REPO / "data" / "eval" / "unknown.jsonl"
-SETS: tuple[str, ...] = ("test", "general", "unknown")
+SETS: tuple[str, ...] = ("test", "general", "unknown", "corrections")
 
 
 class EvalInputError(Exception):
@@ -80,8 +82,10 @@ def load_eval_data(
     limit: int | None = None,
     general_path: Path = GENERAL_FILE,
     unknown_path: Path = UNKNOWN_FILE,
+    corrections: Path | None = None,
 ) -> EvalData:
-    """Read the dataset's split and the project's two extra sets; `limit` caps each set's questions."""
+    """Read the dataset's split, the project's two extra sets and the corrected questions when given;
+    `limit` caps each set's questions except the corrections (what a retrain is gated on)."""
     manifest = _manifest(dataset)
     split_file = dataset / f"{split}.jsonl"
     if not split_file.is_file():
@@ -97,7 +101,37 @@ def load_eval_data(
     items = {"test": test, "general": general, "unknown": unknown}
     if limit is not None:
         items = {name: spread(rows, limit) for name, rows in items.items()}
+    if corrections is not None:
+        items["corrections"] = load_corrections(corrections)
     return EvalData(manifest.get("version"), items)
+
+
+def load_corrections(path: Path) -> list[EvalItem]:
+    """The corrected questions: a `.jsonl` of `{"question", "answer"}` (the reviewer's corrected answer)."""
+    try:
+        rows = read_items(path)
+    except DatasetInputError as exc:
+        raise EvalInputError(f"corrections file: {exc}") from None
+    items = []
+    for row in rows:
+        value = row.value
+        if not isinstance(value, dict) or not all(
+            isinstance(value.get(key), str) and value[key].strip() for key in ("question", "answer")
+        ):
+            raise EvalInputError(f'{path}:{row.line}: expected {{"question": ..., "answer": ...}}')
+        items.append(
+            EvalItem(
+                id=str(value.get("id") or f"correction-{row.line}"),
+                set="corrections",
+                messages=(("system", ZANTARA_SYSTEM_PROMPT), ("user", value["question"])),
+                reference=value["answer"],
+                category=value.get("category"),
+                source="correction",
+            )
+        )
+    if not items:
+        raise EvalInputError(f"corrections file {path} holds no records")
+    return items
 
 
 def general_holdout(path: Path = GENERAL_FILE) -> list[EvalItem]:

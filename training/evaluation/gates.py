@@ -1,8 +1,10 @@
-"""Quality gates: each adapter against its base, from a YAML file (defaults in `data/eval/gates.yaml`).
+"""Quality gates: each adapter against its base, or against a baseline adapter (the version serving now,
+for a retrain: `data/eval/retrain_gates.yaml`), from a YAML file (defaults in `data/eval/gates.yaml`).
 
 Every gate reports `{"name", "variant", "value", "threshold", "status", "detail"}` with status
 pass, fail or skipped (and why: perplexity the endpoint cannot give, too few A/B judgments, a gate
-disabled in the file). An evaluation passes when no gate fails.
+disabled in the file, no corrections file for the corrections gate). An evaluation passes when no
+gate fails.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from training.evaluation.data import REPO, EvalInputError
 from training.evaluation.sources import BASE
 
 DEFAULT_GATES = REPO / "data" / "eval" / "gates.yaml"
+RETRAIN_GATES = REPO / "data" / "eval" / "retrain_gates.yaml"
 ACCURACY_METRICS = ("chrf", "bleu", "exact_match", "fact_precision")
 GATES: dict[str, dict[str, float | str]] = {
     "accuracy_improvement": {"metric": "chrf", "min_relative": 0.20},
@@ -28,6 +31,7 @@ GATES: dict[str, dict[str, float | str]] = {
     "register_fit": {"min": 0.80},
     "human_preference": {"min": 0.70, "min_judgments": 30},
     "naturalness": {"min": 8.0, "min_judgments": 30},
+    "corrections": {"metric": "chrf", "min_relative": 0.10},
 }
 
 
@@ -44,21 +48,29 @@ def load_gates(path: Path | None = None) -> dict[str, dict[str, Any]]:
             if unknown:
                 raise EvalInputError(f"{source}: gate {name!r} has no setting {', '.join(sorted(unknown))}")
             config[name].update(values)
-    metric = config["accuracy_improvement"]["metric"]
-    if metric not in ACCURACY_METRICS or config["general_regression"]["metric"] not in ACCURACY_METRICS:
+    metrics = [
+        config[name]["metric"] for name in ("accuracy_improvement", "general_regression", "corrections")
+    ]
+    if any(metric not in ACCURACY_METRICS for metric in metrics):
         raise EvalInputError(f"gate metric must be one of {', '.join(ACCURACY_METRICS)}")
     return config
 
 
 def evaluate_gates(
-    config: dict[str, dict[str, Any]], variants: dict[str, dict[str, Any]], ab: dict[str, dict[str, Any]]
+    config: dict[str, dict[str, Any]],
+    variants: dict[str, dict[str, Any]],
+    ab: dict[str, dict[str, Any]],
+    baseline: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every enabled gate for every adapter variant (the base is what they are measured against)."""
-    base = variants[BASE]
+    """Every enabled gate for every adapter variant, measured against the base, or against the
+    `baseline` variant when one is named (neither is gated itself)."""
+    key = baseline or BASE
+    base = {**variants[key], "label": f"baseline {key}" if baseline else "base"}
     checks: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
         "accuracy_improvement": lambda tuned, settings, _: _improvement(base, tuned, settings),
         "general_regression": lambda tuned, settings, _: _regression(base, tuned, settings),
         "perplexity": lambda tuned, settings, _: _perplexity(base, tuned, settings),
+        "corrections": lambda tuned, settings, _: _corrections(base, tuned, settings),
         "critical_errors": lambda tuned, settings, _: _at_most(tuned["critical_errors"], settings["max"]),
         "consistency": lambda tuned, settings, _: _above(
             tuned["test"]["consistency"]["value"],
@@ -82,11 +94,11 @@ def evaluate_gates(
         "naturalness": lambda _, settings, summary: _human(summary, settings, "naturalness"),
     }
     gates = []
-    for key, tuned in variants.items():
-        if key == BASE:
+    for name, tuned in variants.items():
+        if name in (BASE, key):
             continue
-        for name, check in checks.items():
-            settings = config[name]
+        for gate, check in checks.items():
+            settings = config[gate]
             if not settings.get("enabled", True):
                 outcome = {
                     "value": None,
@@ -95,8 +107,8 @@ def evaluate_gates(
                     "detail": "disabled in the gates file",
                 }
             else:
-                outcome = check(tuned, settings, ab.get(key, {}))
-            gates.append({"name": name, "variant": key, **outcome})
+                outcome = check(tuned, settings, ab.get(name, {}))
+            gates.append({"name": gate, "variant": name, **outcome})
     return gates
 
 
@@ -137,10 +149,27 @@ def _improvement(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str
     metric, threshold = settings["metric"], float(settings["min_relative"])
     before, after = base["test"][metric]["value"], tuned["test"][metric]["value"]
     change = _relative(before, after)
-    detail = f"{metric} on the test split: base {before}, adapter {after}"
+    detail = f"{metric} on the test split: {base['label']} {before}, adapter {after}"
     if change is None:
-        return _result(None, threshold, after is not None and after > (before or 0), detail + " (base is 0)")
+        passed = after is not None and after > (before or 0)
+        return _result(None, threshold, passed, detail + f" ({base['label']} is 0)")
     return _result(change, threshold, change > threshold, detail)
+
+
+def _corrections(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    metric, threshold = settings["metric"], float(settings["min_relative"])
+    if "corrections" not in tuned:
+        return _skipped(threshold, "no corrected questions given (--corrections FILE)")
+    before, after = base["corrections"][metric]["value"], tuned["corrections"][metric]["value"]
+    change = _relative(before, after)
+    detail = (
+        f"{metric} on the {tuned['corrections']['n']} corrected questions: "
+        f"{base['label']} {before}, adapter {after}"
+    )
+    if change is None:
+        passed = after is not None and after > (before or 0)
+        return _result(None, threshold, passed, detail + f" ({base['label']} is 0)")
+    return _result(change, threshold, change >= threshold, detail)
 
 
 def _regression(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +178,7 @@ def _regression(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str,
         return _skipped(threshold, "the general-Indonesian set is empty")
     before, after = base["general"][metric]["value"], tuned["general"][metric]["value"]
     change = _relative(before, after)
-    detail = f"{metric} on the general-Indonesian set: base {before}, adapter {after}"
+    detail = f"{metric} on the general-Indonesian set: {base['label']} {before}, adapter {after}"
     if change is None:
         return _result(None, threshold, (after or 0) >= (before or 0), detail)
     return _result(change, threshold, change >= threshold, detail)
@@ -165,7 +194,7 @@ def _perplexity(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str,
         ratio,
         threshold,
         ratio <= threshold,
-        f"golden answers of the test split: base {before}, adapter {after}",
+        f"golden answers of the test split: {base['label']} {before}, adapter {after}",
     )
 
 

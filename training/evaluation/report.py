@@ -37,8 +37,9 @@ def write_reports(out: Path, report: dict[str, Any], rows: list[dict[str, Any]])
 
 
 def render_html(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """The human report: gates, metric bars with intervals, per-category chrF, critical errors, worst
-    questions with the answers side by side."""
+    """The human report: what the gates compare with (base or baseline), gates, metric bars with
+    intervals, per-category chrF, the corrected questions, critical errors, worst questions with the
+    answers side by side."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(
@@ -53,6 +54,7 @@ def render_html(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         categories=_category_bars(report["variants"]),
         metrics=BAR_METRICS,
         worst=worst_questions(rows, keys),
+        corrections=[row for row in rows if row["set"] == "corrections"],
     )
 
 

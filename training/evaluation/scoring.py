@@ -2,7 +2,8 @@
 
 Sets: `test` (the dataset's held-out split: every metric), `general` (the general-Indonesian
 regression set: the same text metrics), `unknown` (questions to decline: the no-hallucination
-rate). Every answer of every set is checked against the fact registry.
+rate), `corrections` (the corrected questions when given: the same text metrics). Every answer of
+every set is checked against the fact registry.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def score(data: EvalData, outputs: Outputs, registry: RegistryCheck, resamples: 
     variants: dict[str, dict[str, Any]] = {
         variant.key: {"model": variant.model, "adapter": variant.adapter} for variant in outputs.variants
     }
-    for name in ("test", "general"):
+    for name in ("test", "general", "corrections"):
         positions = [index for index, item in enumerate(items) if item.set == name]
+        if name == "corrections" and not positions:
+            continue
         subset = [items[index] for index in positions]
         answers = {key: [outputs.answers[key][index] for index in positions] for key in keys}
         set_checks = {key: [checks[key][index] for index in positions] for key in keys}

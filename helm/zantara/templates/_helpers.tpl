@@ -34,17 +34,38 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: zantara
 {{- end }}
 
-{{/* The service image: repository:tag, tag defaulting to APPVERSION-TARGET. */}}
-{{- define "zantara.image" -}}
-{{- $tag := .Values.image.tag | default (printf "%s-%s" .Chart.AppVersion .Values.image.target) }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{/* Selector of the GPU engine pods (never the router, Job or CronJob pods). */}}
+{{- define "zantara.engineSelectorLabels" -}}
+{{ include "zantara.selectorLabels" . }}
+app.kubernetes.io/component: engine
 {{- end }}
 
-{{/* The migration Job's image: migrations.image, else the service image. */}}
-{{- define "zantara.migrationImage" -}}
-{{- $repository := .Values.migrations.image.repository | default .Values.image.repository }}
-{{- $tag := .Values.migrations.image.tag | default .Values.image.tag | default (printf "%s-%s" .Chart.AppVersion .Values.image.target) }}
-{{- printf "%s:%s" $repository $tag }}
+{{/* Selector of the CPU router pods. */}}
+{{- define "zantara.routerSelectorLabels" -}}
+{{ include "zantara.selectorLabels" . }}
+app.kubernetes.io/component: router
+{{- end }}
+
+{{/* The engine tier's Service name (the router's upstream). */}}
+{{- define "zantara.engineName" -}}
+{{- printf "%s-engine" (include "zantara.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The router tier's Service name. */}}
+{{- define "zantara.routerName" -}}
+{{- printf "%s-router" (include "zantara.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Service the backend chat and the retrain job call: the router when enabled, else the engine. */}}
+{{- define "zantara.entryName" -}}
+{{- if .Values.router.enabled }}{{ include "zantara.routerName" . }}{{ else }}{{ include "zantara.engineName" . }}{{ end }}
+{{- end }}
+
+{{/* Image of one Dockerfile target: `include "zantara.image" (list $ "gpu-serve")`. */}}
+{{- define "zantara.image" -}}
+{{- $root := index . 0 }}
+{{- $tag := $root.Values.image.tag | default $root.Chart.AppVersion }}
+{{- printf "%s:%s-%s" $root.Values.image.repository $tag (index . 1) }}
 {{- end }}
 
 {{/* The Secret holding tokens, API keys and the database URL. */}}
@@ -52,33 +73,88 @@ app.kubernetes.io/part-of: zantara
 {{- .Values.secrets.existingSecret | default (include "zantara.fullname" .) }}
 {{- end }}
 
-{{/* "true" when the pods share an external database (a URL in values, or a Secret that has one). */}}
-{{- define "zantara.externalDatabase" -}}
-{{- if or .Values.secrets.existingSecret .Values.secrets.databaseUrl }}true{{ end }}
-{{- end }}
-
-{{/* "true" when migrations run as the hook Job (and so not at service start). */}}
-{{- define "zantara.migrationJob" -}}
-{{- if and .Values.migrations.enabled (eq (include "zantara.externalDatabase" .) "true") }}true{{ end }}
-{{- end }}
-
-{{/* The claim of the adapters volume, when it is a PVC. */}}
+{{/* The claim of the adapters volume. */}}
 {{- define "zantara.adaptersClaim" -}}
 {{- .Values.adapters.persistence.existingClaim | default (printf "%s-adapters" (include "zantara.fullname" .)) }}
 {{- end }}
 
-{{/* Secret-backed environment, shared by the service and the migration Job. */}}
-{{- define "zantara.databaseEnv" -}}
+{{/* Refuse value combinations that deploy but cannot work (the schema says the same; this also
+     covers `helm template --skip-schema-validation`). */}}
+{{- define "zantara.validate" -}}
+{{- if and (not .Values.secrets.existingSecret) (not .Values.secrets.databaseUrl) }}
+{{- fail "set secrets.databaseUrl or secrets.existingSecret: every pod shares the rollout and ratings in one database" }}
+{{- end }}
+{{- if eq .Values.adapters.persistence.accessMode "ReadWriteOnce" }}
+{{- if ne .Values.engine.strategy.type "Recreate" }}
+{{- fail "adapters.persistence.accessMode ReadWriteOnce needs engine.strategy.type Recreate: a surge pod on another node waits forever for the volume" }}
+{{- end }}
+{{- if gt (int .Values.engine.replicaCount) 1 }}
+{{- fail "adapters.persistence.accessMode ReadWriteOnce allows one engine replica: use ReadWriteMany for more" }}
+{{- end }}
+{{- if .Values.retrain.enabled }}
+{{- fail "adapters.persistence.accessMode ReadWriteOnce rules out the retrain CronJob: it writes the adapters volume from its own GPU node (use ReadWriteMany, or retrain.enabled false)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod metadata annotations: config and secret checksums (a change rolls the pods), scraping. */}}
+{{- define "zantara.podAnnotations" -}}
+checksum/config: {{ toJson .Values.config | sha256sum }}
+{{- if not .Values.secrets.existingSecret }}
+checksum/secret-values: {{ toJson .Values.secrets | sha256sum }}
+{{- end }}
+{{- if .Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.containerPort | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by every zantara container: secrets and the ConfigMap's settings. */}}
+{{- define "zantara.secretEnv" -}}
 - name: ZANTARA_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "zantara.secretName" . }}
       key: database-url
-      optional: {{ ne (include "zantara.migrationJob" .) "true" }}
+- name: ZANTARA_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "zantara.secretName" . }}
+      key: admin-token
+- name: ZANTARA_USER_HASH_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "zantara.secretName" . }}
+      key: user-hash-key
+- name: ZANTARA_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "zantara.secretName" . }}
+      key: api-keys
+      optional: true
 {{- end }}
 
-{{/* Labels that select the service pods (and never the migration Job's pod). */}}
-{{- define "zantara.serverSelectorLabels" -}}
-{{ include "zantara.selectorLabels" . }}
-app.kubernetes.io/component: server
+{{/* A tier's own settings (a map) as EnvVar entries, in key order. */}}
+{{- define "zantara.envMap" -}}
+{{- range $name, $value := . }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The pod-level fields every zantara pod shares. */}}
+{{- define "zantara.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.serviceAccountName }}
+serviceAccountName: {{ . }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}

@@ -1,0 +1,265 @@
+"""The review queue and the corrections it produces.
+
+The queue holds every interaction whose current rating is under `REVIEW_THRESHOLD` stars that no
+reviewer has corrected or dismissed yet, lowest stars first, then newest first. A reviewer either
+corrects an item (the right answer, why the model's was wrong, the lesson: the error-correction record
+training learns from) or dismisses it with a reason. Both take a lock on the interaction's row first
+(a row lock on PostgreSQL, the write lock on SQLite), so of two reviewers acting on one item at once
+exactly one succeeds and the other is told it left the queue.
+
+`corrections_after` is how the retrain pipeline collects "corrections since the last adapter version".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from feedback.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
+from feedback.store import REVIEW_THRESHOLD
+
+MAX_PAGE = 100
+"""The most items one page of the queue holds."""
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A low-rated interaction as a reviewer sees it."""
+
+    interaction_id: str
+    created_at: datetime
+    messages: list[dict[str, Any]]
+    answer: str
+    variant: str
+    target: str | None
+    adapter: str | None
+    """`NAME@VERSION` of the adapter that answered; None for the base model."""
+    stars: int
+    comment: str | None
+
+    @property
+    def query(self) -> str:
+        """The question being answered: the conversation's last user message."""
+        return last_user_message(self.messages)
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the queue and how many items the whole queue holds."""
+
+    items: list[QueueItem]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class StoredCorrection:
+    """A correction as stored."""
+
+    id: int
+    interaction_id: str | None
+    query: str
+    model_answer_wrong: str
+    correct_answer: str
+    why_wrong: str
+    lesson: str
+    category: str | None
+    reviewer: str
+    created_at: datetime
+
+
+class UnknownItemError(LookupError):
+    """No interaction has this id."""
+
+
+class NotInQueueError(ValueError):
+    """The interaction is not (or no longer) in the queue; `reason` says why: `corrected`,
+    `dismissed` or `not_low_rated` (unrated, or rated `REVIEW_THRESHOLD` stars or more)."""
+
+    def __init__(self, interaction_id: str, reason: str) -> None:
+        super().__init__(f"{interaction_id}: {reason}")
+        self.interaction_id, self.reason = interaction_id, reason
+
+
+def last_user_message(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message of a stored conversation ("" when there is none)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+            return str(content or "")
+    return ""
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; they are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL characters: shown as U+FFFD instead."""
+    return text.replace("\x00", "\ufffd")
+
+
+_CORRECTED = exists().where(Correction.interaction_id == Interaction.id)
+_DISMISSED = exists().where(ReviewDismissal.interaction_id == Interaction.id)
+_IN_QUEUE: tuple[ColumnElement[bool], ...] = (Rating.stars < REVIEW_THRESHOLD, ~_CORRECTED, ~_DISMISSED)
+
+
+def _item(interaction: Interaction, rating: Rating) -> QueueItem:
+    adapter = (
+        f"{interaction.adapter_name}@{interaction.adapter_version}"
+        if interaction.adapter_name and interaction.adapter_version
+        else interaction.adapter_name
+    )
+    return QueueItem(
+        interaction_id=interaction.id,
+        created_at=_aware(interaction.created_at),
+        messages=list(interaction.messages),
+        answer=interaction.answer,
+        variant=interaction.variant,
+        target=interaction.target,
+        adapter=adapter,
+        stars=rating.stars,
+        comment=rating.comment,
+    )
+
+
+def list_queue(sessions: sessionmaker[Session], *, limit: int = 50, offset: int = 0) -> QueuePage:
+    """One page of the queue (lowest stars first, then newest first) and the queue's size."""
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise ValueError(f"limit must be 1-{MAX_PAGE} and offset 0 or more")
+    joined = (
+        select(Interaction, Rating).join(Rating, Rating.interaction_id == Interaction.id).where(*_IN_QUEUE)
+    )
+    with sessions() as session:
+        total = session.scalar(select(func.count()).select_from(joined.subquery())) or 0
+        rows = session.execute(
+            joined.order_by(Rating.stars, Interaction.created_at.desc(), Interaction.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        items = [_item(interaction, rating) for interaction, rating in rows]
+    return QueuePage(items, total, limit, offset)
+
+
+def _queue_state(session: Session, interaction_id: str) -> tuple[Interaction, Rating]:
+    """The interaction and its rating when it is in the queue; raises why not otherwise."""
+    interaction = session.get(Interaction, interaction_id)
+    if interaction is None:
+        raise UnknownItemError(interaction_id)
+    if session.scalar(select(exists().where(Correction.interaction_id == interaction_id))):
+        raise NotInQueueError(interaction_id, "corrected")
+    if session.get(ReviewDismissal, interaction_id) is not None:
+        raise NotInQueueError(interaction_id, "dismissed")
+    rating = session.scalar(select(Rating).where(Rating.interaction_id == interaction_id))
+    if rating is None or rating.stars >= REVIEW_THRESHOLD:
+        raise NotInQueueError(interaction_id, "not_low_rated")
+    return interaction, rating
+
+
+def get_item(sessions: sessionmaker[Session], interaction_id: str) -> QueueItem:
+    """One item of the queue; raises `UnknownItemError` or `NotInQueueError`."""
+    with sessions() as session:
+        return _item(*_queue_state(session, interaction_id))
+
+
+def _lock(session: Session, interaction_id: str) -> None:
+    """Take the interaction's row for this transaction with a write that changes nothing: a row lock
+    on PostgreSQL and the database's write lock on SQLite (where `SELECT ... FOR UPDATE` does nothing
+    and reads do not start a transaction), so whatever is read after it is what other writers
+    committed. Raises `UnknownItemError` when no row has the id."""
+    locked = session.execute(
+        update(Interaction)
+        .where(Interaction.id == interaction_id)
+        .values(needs_review=Interaction.needs_review)
+        .execution_options(synchronize_session=False)
+    )
+    if locked.rowcount == 0:  # type: ignore[attr-defined]
+        raise UnknownItemError(interaction_id)
+
+
+def _stored(row: Correction) -> StoredCorrection:
+    return StoredCorrection(
+        id=row.id,
+        interaction_id=row.interaction_id,
+        query=row.query,
+        model_answer_wrong=row.model_answer_wrong,
+        correct_answer=row.correct_answer,
+        why_wrong=row.why_wrong or "",
+        lesson=row.lesson or "",
+        category=row.category,
+        reviewer=row.reviewer or "",
+        created_at=_aware(row.created_at),
+    )
+
+
+def correct(
+    sessions: sessionmaker[Session],
+    *,
+    interaction_id: str,
+    correct_answer: str,
+    why_wrong: str,
+    lesson: str,
+    reviewer: str,
+    classify: Callable[[str], str | None] | None = None,
+) -> StoredCorrection:
+    """Store a reviewer's correction of a queued answer; the query is the conversation's last user
+    message and `classify(query)` (when given) tells its category. Raises `UnknownItemError`, or
+    `NotInQueueError` when the item was corrected or dismissed meanwhile (or is not low-rated)."""
+    with sessions.begin() as session:
+        _lock(session, interaction_id)
+        interaction, _ = _queue_state(session, interaction_id)
+        query = last_user_message(interaction.messages)
+        row = Correction(
+            interaction_id=interaction_id,
+            query=_storable(query),
+            model_answer_wrong=interaction.answer,
+            correct_answer=_storable(correct_answer),
+            why_wrong=_storable(why_wrong),
+            lesson=_storable(lesson),
+            category=classify(query) if classify is not None else None,
+            reviewer=reviewer,
+            created_at=utcnow(),
+        )
+        session.add(row)
+        session.flush()
+        return _stored(row)
+
+
+def dismiss(sessions: sessionmaker[Session], *, interaction_id: str, reason: str, reviewer: str) -> None:
+    """Take a queued answer out of the queue without a correction, saying why. Raises like `correct`."""
+    with sessions.begin() as session:
+        _lock(session, interaction_id)
+        _queue_state(session, interaction_id)
+        session.add(
+            ReviewDismissal(
+                interaction_id=interaction_id,
+                reviewer=reviewer,
+                reason=_storable(reason),
+                created_at=utcnow(),
+            )
+        )
+
+
+def corrections_after(sessions: sessionmaker[Session], after_id: int | None) -> list[StoredCorrection]:
+    """Every correction with an id above `after_id` (all of them for None), in id order: the ones a
+    new adapter version has not learned from yet, given its registry entry's `last_correction_id`."""
+    query = select(Correction).order_by(Correction.id)
+    if after_id is not None:
+        query = query.where(Correction.id > after_id)
+    with sessions() as session:
+        return [_stored(row) for row in session.scalars(query)]
+
+
+def latest_correction_id(sessions: sessionmaker[Session]) -> int | None:
+    """The highest correction id stored, or None when there is none."""
+    with sessions() as session:
+        return session.scalar(select(func.max(Correction.id)))

@@ -1,0 +1,355 @@
+"""The canary guardrail: judge the canary's ratings, errors and latency against the control arm, and
+roll it back, step its share up or promote it, each as an audited rollout event.
+
+Flagger's analysis, applied to user ratings. Every `interval_s` one replica (the lease holder) runs
+`run_check`:
+
+- **judge** (`judge`): a one-sided Mann-Whitney U test (Kayenta's judge) of the canary's 1-5 star
+  ratings against the control arm's over the canary period. The check *fails* when the canary is
+  worse by a significant margin: its ratings are lower at `confidence` (p < 1 - confidence) *and*
+  its mean trails by more than `min_effect` stars at the same confidence (the lower confidence bound
+  of the gap is at least `min_effect`), or when its error rate or p99 latency is past its limit. It
+  *passes* with `min_samples` ratings per arm and an observed gap under `min_effect`; otherwise it
+  is *waiting* for data.
+- **decide** (`decide`): `threshold` failed checks in a row roll back (`auto-rollback`); a passing
+  check with `step_weights` set, and `min_samples` fresh canary ratings at the current share, steps
+  the share to the next weight (`auto-step`) or, at `max_weight` or the last weight, promotes the
+  canary (`auto-promote`).
+
+The failed checks in a row are not kept anywhere: they are replayed from the database, judging the
+period as it stood at each earlier check time (`now - k * interval_s`), so whichever replica holds
+the lease continues the count exactly where another one left it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from statistics import NormalDist, fmean, variance
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from feedback.canary_stats import CanaryStats, canary_period, collect
+from feedback.models import utcnow
+from router.rollout import Rollout, RolloutStore
+
+Result = Literal["pass", "fail", "waiting"]
+Action = Literal["auto-rollback", "auto-step", "auto-promote"]
+ACTOR = "guardrail"
+
+
+@dataclass(frozen=True)
+class GuardrailConfig:
+    """The guardrail's settings, in Flagger's words (the service fills them from `ZANTARA_CANARY_*`).
+
+    interval_s: seconds between two checks. threshold: failed checks in a row before a rollback.
+    min_samples: ratings per arm (and canary requests) before a check judges anything.
+    step_weights: canary shares to step through (empty: never step or promote automatically).
+    max_weight: at or above this share a passing check promotes. max_error_rate, max_p99_s: limits
+    of the canary's failed-generation rate and p99 latency. confidence: of the rating test.
+    min_effect: how many stars the canary's mean must trail by (at `confidence`) for a check to fail.
+    """
+
+    interval_s: float = 60.0
+    threshold: int = 5
+    min_samples: int = 30
+    step_weights: tuple[int, ...] = ()
+    max_weight: float = 100.0
+    max_error_rate: float = 0.05
+    max_p99_s: float = 30.0
+    confidence: float = 0.98
+    min_effect: float = 0.25
+
+    @property
+    def alpha(self) -> float:
+        """The rating test's significance level (1 - confidence)."""
+        return 1.0 - self.confidence
+
+
+@dataclass(frozen=True)
+class RatingTest:
+    """One-sided Mann-Whitney U test, H1: the canary's ratings are stochastically lower."""
+
+    u_statistic: float
+    """U of the canary sample (how often a canary rating beats a control rating, ties counting half)."""
+    p_value: float
+    canary_mean: float
+    control_mean: float
+    canary_n: int
+    control_n: int
+    gap_se: float
+    """Standard error of the gap: sqrt(var_canary / n_canary + var_control / n_control)."""
+
+    @property
+    def gap(self) -> float:
+        """How many stars the canary's mean trails the control's (negative: the canary is ahead)."""
+        return self.control_mean - self.canary_mean
+
+    def gap_lower_bound(self, confidence: float) -> float:
+        """One-sided lower confidence bound of the gap (normal approximation, Welch standard error)."""
+        return self.gap - NormalDist().inv_cdf(confidence) * self.gap_se
+
+    @property
+    def prob_canary_better(self) -> float:
+        """U / (n1 n2): the chance a canary rating beats a control rating (ties half); 0.5 = equal."""
+        return self.u_statistic / (self.canary_n * self.control_n)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's result and why."""
+
+    result: Result
+    reasons: tuple[str, ...]
+    test: RatingTest | None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one `run_check` saw and did (`result` None: no active canary, nothing checked)."""
+
+    result: Result | None
+    action: Action | None = None
+    failed_checks: int = 0
+    verdict: Verdict | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    after: Rollout | None = None
+
+
+def compare_ratings(canary: Sequence[int], control: Sequence[int]) -> RatingTest:
+    """Mann-Whitney U of the canary's ratings against the control's, one-sided (canary lower), with
+    the tie correction and continuity correction of the normal approximation (1-5 stars tie a lot)."""
+    from scipy.stats import mannwhitneyu
+
+    if len(canary) < 2 or len(control) < 2:
+        raise ValueError("both arms need at least two ratings")
+    result = mannwhitneyu(canary, control, alternative="less", method="asymptotic")
+    return RatingTest(
+        u_statistic=float(result.statistic),
+        p_value=float(result.pvalue),
+        canary_mean=fmean(canary),
+        control_mean=fmean(control),
+        canary_n=len(canary),
+        control_n=len(control),
+        gap_se=math.sqrt(variance(canary) / len(canary) + variance(control) / len(control)),
+    )
+
+
+def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
+    """Judge one check: fail (worse by a significant margin, or past a limit), pass, or waiting."""
+    canary, control = stats.canary, stats.control
+    failures: list[str] = []
+    if canary.requests >= config.min_samples:
+        if canary.error_rate is not None and canary.error_rate > config.max_error_rate:
+            failures.append(
+                f"error rate {canary.error_rate:.3f} > {config.max_error_rate} "
+                f"({canary.errors} of {canary.requests} requests)"
+            )
+        if canary.p99_latency_s is not None and canary.p99_latency_s > config.max_p99_s:
+            failures.append(f"p99 latency {canary.p99_latency_s:.2f}s > {config.max_p99_s}s")
+    test = None
+    if canary.rated >= config.min_samples and control.rated >= config.min_samples:
+        test = compare_ratings(canary.ratings, control.ratings)
+        bound = test.gap_lower_bound(config.confidence)
+        if test.p_value < config.alpha and bound >= config.min_effect:
+            failures.append(
+                f"rated worse than {control.target}: mean {test.canary_mean:.2f} vs "
+                f"{test.control_mean:.2f} stars (gap {test.gap:.2f}, {config.confidence:.0%} lower bound "
+                f"{bound:.2f} >= {config.min_effect}), Mann-Whitney U={test.u_statistic:g}, "
+                f"one-sided p={test.p_value:.2g} < {config.alpha:g}"
+            )
+    if failures:
+        return Verdict("fail", tuple(failures), test)
+    if test is None:
+        return Verdict(
+            "waiting",
+            (
+                f"ratings: canary {canary.rated}, {control.target} {control.rated}, "
+                f"need {config.min_samples} each",
+            ),
+            None,
+        )
+    if test.gap >= config.min_effect:
+        return Verdict(
+            "waiting",
+            (
+                f"inconclusive: canary trails {control.target} by {test.gap:.2f} stars, not yet "
+                f"significantly more than {config.min_effect} (p={test.p_value:.2g})",
+            ),
+            test,
+        )
+    return Verdict(
+        "pass",
+        (
+            f"mean {test.canary_mean:.2f} vs {control.target} {test.control_mean:.2f} stars "
+            f"(p={test.p_value:.2g}), within limits",
+        ),
+        test,
+    )
+
+
+def next_weight(percentage: float, config: GuardrailConfig) -> float | None:
+    """The share the canary steps to from `percentage`; None when the next passing step promotes."""
+    if percentage >= config.max_weight:
+        return None
+    higher = [weight for weight in config.step_weights if weight > percentage]
+    return min(min(higher), config.max_weight) if higher else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An automatic action and the canary's share after it (0 after a rollback or a promotion)."""
+
+    action: Action
+    percentage: float
+
+
+def decide(
+    verdict: Verdict,
+    *,
+    failed_checks: int,
+    percentage: float,
+    fresh_canary_ratings: int,
+    config: GuardrailConfig,
+) -> Decision | None:
+    """The automatic action a check leads to, if any."""
+    if verdict.result == "fail":
+        return Decision("auto-rollback", 0.0) if failed_checks >= config.threshold else None
+    if verdict.result != "pass" or not config.step_weights or fresh_canary_ratings < config.min_samples:
+        return None
+    weight = next_weight(percentage, config)
+    return Decision("auto-promote", 0.0) if weight is None else Decision("auto-step", weight)
+
+
+def run_check(
+    sessions: sessionmaker[Session],
+    store: RolloutStore,
+    config: GuardrailConfig,
+    *,
+    actor: str = ACTOR,
+    now: datetime | None = None,
+) -> CheckOutcome:
+    """One guardrail step: read the rollout and both arms, judge, and act through `store`.
+
+    Call it only while holding the guardrail's lease (one replica at a time)."""
+    now = now or utcnow()
+    store.invalidate()
+    rollout = store.current()
+    if not rollout.canary_active or rollout.adapter is None:
+        return CheckOutcome(result=None)
+    canary = rollout.adapter
+    with sessions() as session:
+        since, step_since = canary_period(session, canary, changed_at=rollout.updated_at, now=now)
+
+        def stats_at(until: datetime) -> CanaryStats:
+            return collect(
+                session,
+                canary=canary,
+                live=rollout.live_adapter,
+                since=since,
+                until=until,
+                step_since=step_since,
+            )
+
+        stats = stats_at(now)
+        verdict = judge(stats, config)
+        failed = _failed_in_a_row(verdict, stats_at, since=since, now=now, config=config)
+    decision = decide(
+        verdict,
+        failed_checks=failed,
+        percentage=rollout.percentage,
+        fresh_canary_ratings=stats.fresh_canary_ratings,
+        config=config,
+    )
+    details = check_details(stats, verdict, failed_checks=failed, config=config)
+    if decision is None:
+        return CheckOutcome(verdict.result, None, failed, verdict, details)
+    store.invalidate()
+    if store.current() != rollout:
+        # someone changed the rollout while this check read the arms: judge it again next interval
+        return CheckOutcome(verdict.result, None, failed, verdict, details)
+    action = decision.action
+    details["percentage"] = {"from": rollout.percentage, "to": decision.percentage}
+    reason = f"{action}: " + "; ".join(verdict.reasons)
+    if action == "auto-rollback":
+        reason += f"; {failed} failed checks in a row (threshold {config.threshold})"
+        _, after = store.rollback(actor=actor, action=action, reason=reason, details=details)
+    elif action == "auto-promote":
+        _, after = store.promote(actor=actor, action=action, reason=reason, details=details)
+    else:
+        _, after = store.change(
+            percentage=decision.percentage,
+            adapter=canary,
+            actor=actor,
+            action=action,
+            reason=reason,
+            details=details,
+        )
+    return CheckOutcome(verdict.result, action, failed, verdict, details, after)
+
+
+def _failed_in_a_row(
+    verdict: Verdict,
+    stats_at: Callable[[datetime], CanaryStats],
+    *,
+    since: datetime,
+    now: datetime,
+    config: GuardrailConfig,
+) -> int:
+    """Failed checks in a row ending with this one, replayed at the earlier check times (up to
+    `threshold`; a check time before the canary period ends the row)."""
+    if verdict.result != "fail":
+        return 0
+    failed = 1
+    while failed < config.threshold:
+        earlier = now - timedelta(seconds=config.interval_s * failed)
+        if earlier < since or judge(stats_at(earlier), config).result != "fail":
+            break
+        failed += 1
+    return failed
+
+
+def check_details(
+    stats: CanaryStats, verdict: Verdict, *, failed_checks: int, config: GuardrailConfig
+) -> dict[str, Any]:
+    """The numbers behind a check, JSON-ready (stored in the audit event of an automatic decision)."""
+    test = verdict.test
+    arms = {"canary": stats.canary, "control": stats.control}
+    return {
+        "result": verdict.result,
+        "reasons": list(verdict.reasons),
+        "canary": stats.canary.adapter,
+        "control": {"target": stats.control.target, "adapter": stats.control.adapter},
+        "since": stats.since.isoformat(),
+        "until": stats.until.isoformat(),
+        "samples": {name: arm.rated for name, arm in arms.items()},
+        "stars": {name: list(arm.stars) for name, arm in arms.items()},
+        "means": {name: _rounded(arm.mean) for name, arm in arms.items()},
+        "test": "mann-whitney-u, one-sided (canary lower), asymptotic with tie correction",
+        "u_statistic": test.u_statistic if test else None,
+        "p_value": test.p_value if test else None,
+        "prob_canary_better": _rounded(test.prob_canary_better) if test else None,
+        "confidence": config.confidence,
+        "min_effect": config.min_effect,
+        "gap": _rounded(test.gap) if test else None,
+        "gap_lower_bound": _rounded(test.gap_lower_bound(config.confidence)) if test else None,
+        "min_samples": config.min_samples,
+        "fresh_canary_ratings": stats.fresh_canary_ratings,
+        "threshold": config.threshold,
+        "failed_checks": failed_checks,
+        "interval_s": config.interval_s,
+        "requests": {name: arm.requests for name, arm in arms.items()},
+        "errors": {name: arm.errors for name, arm in arms.items()},
+        "error_rates": {name: _rounded(arm.error_rate) for name, arm in arms.items()},
+        "p99_s": {name: _rounded(arm.p99_latency_s) for name, arm in arms.items()},
+        "limits": {"max_error_rate": config.max_error_rate, "max_p99_s": config.max_p99_s},
+        "step_weights": list(config.step_weights),
+        "max_weight": config.max_weight,
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

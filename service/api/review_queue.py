@@ -1,0 +1,308 @@
+"""The review queue page and its JSON API: low-rated answers to correct or dismiss.
+
+`GET /review/api/queue?limit=&offset=` lists the queue (lowest stars first, then newest first).
+`POST /review/api/queue/{interaction_id}` takes `{"action": "correct", "correct_answer", "why_wrong",
+"lesson"}` or `{"action": "dismiss", "reason"}`; a correction whose figures contradict a verified fact
+of the registry (`ZANTARA_FACTS_PATH`) is refused with 422 `fact_contradiction`, and
+`POST /review/api/queue/{interaction_id}/check` `{"correct_answer"}` runs that check without saving.
+An item corrected or dismissed already answers 409, an unknown id 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
+
+from feedback.review_queue import (
+    MAX_PAGE,
+    NotInQueueError,
+    QueueItem,
+    StoredCorrection,
+    UnknownItemError,
+    correct,
+    dismiss,
+    get_item,
+    list_queue,
+)
+from service.deps import StateDep
+from service.errors import APIError
+from service.protocol import NOT_BLANK, ErrorResponse
+from service.review_auth import STATIC_DIR, ReviewerAPIDep, login_redirect, page_session, render
+from service.state import ServiceState
+from training.dataset.fact_check import FactChecker
+from training.dataset.facts import load_facts
+from training.dataset.files import DatasetInputError
+from training.dataset.topics import classify
+
+router = APIRouter(prefix="/review", tags=["review"])
+
+EMPTY_MESSAGE = "Nothing to review: no low-rated answers are waiting."
+PAGE_SIZE = 50
+STATIC_FILES = {"review_queue.js": "text/javascript", "review_queue.css": "text/css"}
+INTERACTION_ID = r"^[A-Za-z0-9._:-]+$"
+"""What interaction ids are made of (`chatcmpl-<hex>`); anything else names no interaction."""
+InteractionId = Annotated[str, Path(min_length=1, max_length=64, pattern=INTERACTION_ID)]
+Answer = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000, pattern=NOT_BLANK)
+]
+Note = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000, pattern=NOT_BLANK)
+]
+_NOT_IN_QUEUE = {
+    "corrected": ("already_corrected", "was corrected already"),
+    "dismissed": ("already_dismissed", "was dismissed already"),
+    "not_low_rated": ("not_in_queue", "is not rated under 3 stars"),
+}
+
+
+class CorrectAction(BaseModel):
+    """The reviewer's correction: the right answer, why the model's was wrong, the lesson."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    action: Literal["correct"]
+    correct_answer: Answer = Field(description="The answer the model should have given.")
+    why_wrong: Note = Field(description="What was wrong with the model's answer.")
+    lesson: Note = Field(description="The rule to learn from it.")
+
+
+class DismissAction(BaseModel):
+    """Take the item out of the queue without a correction."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    action: Literal["dismiss"]
+    reason: Note = Field(description="Why the answer needs no correction.")
+
+
+ReviewAction = Annotated[CorrectAction | DismissAction, Field(discriminator="action")]
+
+
+class CheckRequest(BaseModel):
+    """A corrected answer to check against the fact registry before saving it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    correct_answer: Answer
+
+
+class QueueItemOut(BaseModel):
+    """A low-rated interaction as the reviewer sees it."""
+
+    interaction_id: str
+    created_at: datetime
+    messages: list[dict[str, Any]] = Field(description="The conversation the answer replied to.")
+    query: str = Field(description="Its last user message: the question a correction answers.")
+    answer: str
+    variant: str = Field(description="`base` or `tuned`.")
+    target: str | None = Field(description="The router's target: `base`, `live`, `canary` or `pinned`.")
+    adapter: str | None = Field(description="`NAME@VERSION` of the adapter that answered; null for the base.")
+    stars: int
+    comment: str | None
+
+
+class QueueOut(BaseModel):
+    """One page of the queue and its total size."""
+
+    items: list[QueueItemOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReviewDone(BaseModel):
+    """What was stored: a correction (with its id and category) or a dismissal."""
+
+    interaction_id: str
+    status: Literal["corrected", "dismissed"]
+    correction_id: int | None = None
+    category: str | None = None
+
+
+class FactIssue(BaseModel):
+    """A registry fact that a figure of the corrected answer disagrees with."""
+
+    fact_id: str
+    statement: str = Field(description="What the fact says.")
+    value: str = Field(description="The registry's value as answers write it.")
+    source: str
+    stated: str = Field(description="The figure the corrected answer gives.")
+    detail: str
+
+
+class FactCheckOut(BaseModel):
+    """`ok` unless a verified fact is contradicted; facts still waiting for confirmation only warn."""
+
+    ok: bool
+    contradictions: list[FactIssue]
+    warnings: list[FactIssue]
+
+
+def _out(item: QueueItem) -> QueueItemOut:
+    return QueueItemOut(
+        interaction_id=item.interaction_id,
+        created_at=item.created_at,
+        messages=item.messages,
+        query=item.query,
+        answer=item.answer,
+        variant=item.variant,
+        target=item.target,
+        adapter=item.adapter,
+        stars=item.stars,
+        comment=item.comment,
+    )
+
+
+def _refused(error: UnknownItemError | NotInQueueError) -> APIError:
+    if isinstance(error, UnknownItemError):
+        return APIError(404, f"No interaction {error.args[0]!r}.", code="not_found")
+    code, why = _NOT_IN_QUEUE[error.reason]
+    return APIError(409, f"Interaction {error.interaction_id!r} {why}; it left the review queue.", code=code)
+
+
+def check_facts(facts_path: FilePath, question: str, answer: str) -> FactCheckOut:
+    """Check an answer's figures against the registry (read afresh, so edits count at once)."""
+    try:
+        facts = load_facts(facts_path)
+    except DatasetInputError as exc:
+        raise APIError(503, f"The fact registry cannot be read: {exc}", code="facts_unavailable") from None
+    contradictions: list[FactIssue] = []
+    warnings: list[FactIssue] = []
+    for finding in FactChecker(facts).check(question, answer):
+        for fact in finding.facts:
+            issue = FactIssue(
+                fact_id=fact.id,
+                statement=fact.description,
+                value=fact.display,
+                source=fact.source,
+                stated=finding.quantity.text,
+                detail=f"says {finding.quantity.text!r}; the registry has {fact.display} for "
+                f"{', '.join(fact.applies_to)} ({fact.source})",
+            )
+            (contradictions if fact.verified else warnings).append(issue)
+    return FactCheckOut(ok=not contradictions, contradictions=contradictions, warnings=warnings)
+
+
+async def _item(state: ServiceState, interaction_id: str) -> QueueItem:
+    try:
+        return await run_in_threadpool(get_item, state.sessions, interaction_id)
+    except (UnknownItemError, NotInQueueError) as error:
+        raise _refused(error) from None
+
+
+async def _correct(
+    state: ServiceState, interaction_id: str, body: CorrectAction, reviewer: str
+) -> StoredCorrection:
+    item = await _item(state, interaction_id)
+    checked = await run_in_threadpool(check_facts, state.settings.facts_path, item.query, body.correct_answer)
+    if not checked.ok:
+        facts = "; ".join(
+            f"{issue.fact_id} ({issue.statement}): {issue.detail}" for issue in checked.contradictions
+        )
+        raise APIError(
+            422,
+            f"The corrected answer contradicts a verified fact: {facts}.",
+            code="fact_contradiction",
+            param="correct_answer",
+        )
+    try:
+        return await run_in_threadpool(
+            lambda: correct(
+                state.sessions,
+                interaction_id=interaction_id,
+                correct_answer=body.correct_answer,
+                why_wrong=body.why_wrong,
+                lesson=body.lesson,
+                reviewer=reviewer,
+                classify=classify,
+            )
+        )
+    except (UnknownItemError, NotInQueueError) as error:
+        raise _refused(error) from None
+
+
+async def _dismiss(state: ServiceState, interaction_id: str, body: DismissAction, reviewer: str) -> None:
+    try:
+        await run_in_threadpool(
+            lambda: dismiss(
+                state.sessions, interaction_id=interaction_id, reason=body.reason, reviewer=reviewer
+            )
+        )
+    except (UnknownItemError, NotInQueueError) as error:
+        raise _refused(error) from None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)
+}
+
+
+@router.get("/api/queue", response_model=QueueOut, responses={401: {"model": ErrorResponse}})
+async def api_queue(
+    state: StateDep,
+    _: ReviewerAPIDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> QueueOut:
+    """A page of the review queue: answers rated under 3 stars, lowest stars first, then newest."""
+    page = await run_in_threadpool(lambda: list_queue(state.sessions, limit=limit, offset=offset))
+    return QueueOut(items=[_out(item) for item in page.items], total=page.total, limit=limit, offset=offset)
+
+
+@router.post("/api/queue/{interaction_id}/check", response_model=FactCheckOut, responses=_ERRORS)
+async def api_check(
+    interaction_id: InteractionId, body: CheckRequest, state: StateDep, _: ReviewerAPIDep
+) -> FactCheckOut:
+    """Check a corrected answer against the fact registry (the question is the item's)."""
+    item = await _item(state, interaction_id)
+    return await run_in_threadpool(check_facts, state.settings.facts_path, item.query, body.correct_answer)
+
+
+@router.post("/api/queue/{interaction_id}", response_model=ReviewDone, status_code=201, responses=_ERRORS)
+async def api_review(
+    interaction_id: InteractionId,
+    body: Annotated[ReviewAction, Body()],
+    state: StateDep,
+    reviewer: ReviewerAPIDep,
+) -> ReviewDone:
+    """Correct a queued answer (checked against the fact registry first) or dismiss it."""
+    if isinstance(body, DismissAction):
+        await _dismiss(state, interaction_id, body, reviewer.name)
+        return ReviewDone(interaction_id=interaction_id, status="dismissed")
+    stored = await _correct(state, interaction_id, body, reviewer.name)
+    return ReviewDone(
+        interaction_id=interaction_id, status="corrected", correction_id=stored.id, category=stored.category
+    )
+
+
+@router.get("/queue", response_class=HTMLResponse, include_in_schema=False)
+async def queue_page(request: Request, state: StateDep) -> Response:
+    """The queue page: each low-rated answer with its conversation, rating and correction form."""
+    signed_in = await page_session(request, state)
+    if signed_in is None:
+        return login_redirect(request)
+    page = await run_in_threadpool(lambda: list_queue(state.sessions, limit=PAGE_SIZE))
+    context = {
+        "reviewer": signed_in.reviewer.name,
+        "csrf_token": signed_in.csrf_token,
+        "items": page.items,
+        "total": page.total,
+        "empty_message": EMPTY_MESSAGE,
+    }
+    return render(request, "review/review_queue.html", context)
+
+
+@router.get("/queue/static/{name}", include_in_schema=False)
+async def queue_static(name: str) -> FileResponse:
+    """The queue page's own CSS and JavaScript."""
+    if name not in STATIC_FILES:
+        raise APIError(404, f"No static file {name!r}.", code="not_found")
+    return FileResponse(
+        STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"X-Content-Type-Options": "nosniff"}
+    )

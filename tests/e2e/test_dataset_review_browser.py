@@ -1,0 +1,191 @@
+"""The dataset validation page in a real headless Chromium (Debian's, driven by Playwright) against
+`zantara serve`: records sent with `zantara dataset submit`, sign in, approve / edit / reject by
+keyboard, planted HTML stays text, the empty message; phone-sized screenshots.
+
+Screenshots go to `ZANTARA_TEST_SCREENSHOTS` (default: the pytest temporary folder). Without
+`/usr/bin/chromium` the test fails (`make test` installs it), it never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+
+from feedback.dataset_review import record_key, verdicts
+from feedback.db import create_db_engine, make_session_factory
+from tests.served import demo_env, running_server
+from training.prompts import ZANTARA_SYSTEM_PROMPT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PLANTED = (
+    '<script>window.__pwned = true; document.title = "pwned"</script><img src=x onerror="window.__pwned=1">'
+)
+PHONE = ViewportSize(width=390, height=844)
+PAIRS = [
+    (
+        "Kak, NIB perlu diperbarui tiap tahun?",
+        "Tidak perlu, kak. Perbarui datanya di OSS kalau ada perubahan.",
+    ),
+    ("Berapa modal minimum PT PMA?", "Modal disetor minimal Rp10 miliar per bidang usaha, di luar tanah."),
+    ("Apakah KITAS investor bisa diperpanjang?", f"Bisa. {PLANTED}"),
+]
+EDITED = "Modal disetor PT PMA minimal Rp10 miliar per KBLI, di luar tanah dan bangunan."
+
+
+@pytest.fixture(scope="module")
+def served(
+    demo_dirs: tuple[Path, Path], postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(service URL, database URL) of a running service on a fresh PostgreSQL database."""
+    from tests.postgres import fresh_database
+
+    with fresh_database(postgres_url) as database_url:
+        env = demo_env(
+            tmp_path_factory.mktemp("var"), demo_dirs, database_url, ZANTARA_DATASET_REVIEWS_REQUIRED="1"
+        )
+        with running_server(env, timeout_s=120) as server:
+            yield server.url, database_url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (`make test` does it as root)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("ZANTARA_TEST_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def zantara(*args: str) -> str:
+    """Run the `zantara` command as a user does; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def submit(folder: Path, database_url: str) -> list[str]:
+    """A built dataset holding PAIRS unvalidated, sent for review; record ids in review order."""
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"version": "ds-e2e"}), encoding="utf-8")
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": ZANTARA_SYSTEM_PROMPT},
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ],
+            "meta": {"id": f"e2e-s{n:02d}", "category": "company", "register": "casual"}
+            | {"source": "synthetic", "validated": False},
+        }
+        for n, (question, answer) in enumerate(PAIRS)
+    ]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert "3 new record(s)" in " ".join(
+        zantara("dataset", "submit", str(folder), "--database-url", database_url).split()
+    )
+    return sorted(record_key(question, answer) for question, answer in PAIRS)
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(f"{url}/review/dataset")
+    expect(page).to_have_url(f"{url}/review/login?next=/review/dataset")
+    page.fill("#token", token)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{url}/review/dataset")
+
+
+def shown(page: Page) -> tuple[str, str]:
+    return page.locator("#question").inner_text(), page.locator("#answer").inner_text()
+
+
+def test_dataset_validation_in_a_real_browser(
+    served: tuple[str, str], browser: Browser, screenshots: Path, tmp_path: Path
+) -> None:
+    url, database_url = served
+    token = zantara("reviewers", "add", "ana", "--database-url", database_url).strip().splitlines()[-1]
+    order = submit(tmp_path / "dataset", database_url)
+    pairs = {record_key(question, answer): (question, answer) for question, answer in PAIRS}
+
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    mobile = phone.new_page()
+    sign_in(mobile, url, token)
+    expect(mobile.locator("#answer")).to_be_visible()
+    page_width = mobile.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"], f"the page scrolls sideways on a phone ({page_width}px)"
+    record_shot = screenshots / "review-dataset-390x844.png"
+    mobile.screenshot(path=str(record_shot), full_page=True)
+
+    desk = browser.new_context(viewport=ViewportSize(width=1280, height=900)).new_page()
+    sign_in(desk, url, token)
+    actions: dict[str, str] = {}
+    for record in order:
+        assert shown(desk) == pairs[record], "records come oldest first, then by id"
+        if PLANTED in pairs[record][1]:
+            assert desk.evaluate("window.__pwned") is None and desk.title().startswith("Dataset validation")
+            assert desk.locator("#answer script, #answer img").count() == 0
+            desk.keyboard.press("a")
+            desk.keyboard.press("Enter")
+            expect(desk.locator("p.saved")).to_contain_text("approved")
+            actions[record] = "approve"
+        elif "edit" not in actions.values():
+            desk.keyboard.press("e")
+            expect(desk.locator("#edit-answer")).to_be_focused()
+            desk.keyboard.press("Control+A")
+            desk.keyboard.type(EDITED)
+            desk.keyboard.press("Control+Enter")
+            expect(desk.locator("p.saved")).to_contain_text("edited")
+            actions[record] = "edit"
+        else:
+            desk.keyboard.press("r")
+            expect(desk.locator("#reason")).to_be_focused()
+            desk.keyboard.type("terlalu umum")
+            desk.keyboard.press("Enter")
+            expect(desk.locator("p.saved")).to_contain_text("rejected")
+            actions[record] = "reject"
+    expect(desk.locator("#queue-empty")).to_contain_text("every record has the reviews it needs")
+    expect(desk.locator("#count-validated")).to_have_text("2")
+    expect(desk.locator("#count-rejected")).to_have_text("1")
+
+    mobile.reload()
+    expect(mobile.locator("#queue-empty")).to_be_visible()
+    empty_shot = screenshots / "review-dataset-empty-390x844.png"
+    mobile.screenshot(path=str(empty_shot), full_page=True)
+
+    engine = create_db_engine(database_url)
+    try:
+        decided = verdicts(make_session_factory(engine))
+    finally:
+        engine.dispose()
+    status = {"approve": "validated", "edit": "validated", "reject": "rejected"}
+    assert {record: decided[record].status for record in order} == {r: status[a] for r, a in actions.items()}
+    edited = next(record for record, action in actions.items() if action == "edit")
+    assert (decided[edited].question, decided[edited].answer) == (pairs[edited][0], EDITED)
+    for shot in (record_shot, empty_shot):
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")

@@ -1,0 +1,221 @@
+"""The review queue page in a real headless Chromium (Debian's, driven by Playwright) against
+`zantara serve` on PostgreSQL: sign in, planted HTML in an answer stays text, a correction that
+contradicts a verified fact is refused with the fact, an item is corrected by keyboard alone and
+leaves the queue, another is dismissed, the empty-queue message shows; nothing scrolls sideways at 390 px.
+
+Screenshots go to `ZANTARA_TEST_SCREENSHOTS` (default: the pytest temporary folder). Without
+`/usr/bin/chromium` the test fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+
+from feedback.db import create_db_engine, make_session_factory
+from feedback.review_queue import corrections_after
+from feedback.store import InteractionRecord, rate_interaction, save_interactions
+from tests.e2e.test_review_browser import (
+    ADMIN,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PHONE,
+    PLANTED,
+    add_reviewer,
+)
+from tests.served import demo_env, running_server
+
+QUESTION = "Berapa tarif PPN umum sekarang?"
+
+
+@pytest.fixture(scope="module")
+def served(
+    demo_dirs: tuple[Path, Path], postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(service URL, database URL) of a running service on a fresh PostgreSQL database."""
+    from tests.postgres import fresh_database
+
+    with fresh_database(postgres_url) as database_url:
+        env = demo_env(tmp_path_factory.mktemp("var"), demo_dirs, database_url, ZANTARA_ADMIN_TOKEN=ADMIN)
+        with running_server(env, timeout_s=120) as server:
+            yield server.url, database_url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (`make test` does it as root)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("ZANTARA_TEST_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def plant_answer(database_url: str, key: str, answer: str, stars: int) -> None:
+    """A canary answer with planted HTML, rated `stars`, written as the service would."""
+    engine = create_db_engine(database_url)
+    try:
+        sessions = make_session_factory(engine)
+        save_interactions(
+            sessions,
+            [
+                InteractionRecord(
+                    id=key,
+                    user_hash="u",
+                    model_requested="zantara",
+                    routed=True,
+                    variant="tuned",
+                    adapter_name="zantara-demo",
+                    adapter_version="v1",
+                    messages=[
+                        {"role": "user", "content": QUESTION + ' <img src=x onerror="window.__pwned=2">'}
+                    ],
+                    answer=answer,
+                    finish_reason="stop",
+                    prompt_tokens=3,
+                    completion_tokens=3,
+                    latency_s=0.1,
+                    ttft_s=None,
+                    params={},
+                    streamed=False,
+                    target="canary",
+                )
+            ],
+        )
+        rate_interaction(sessions, interaction_id=key, stars=stars, comment="<b>salah</b> total")
+    finally:
+        engine.dispose()
+
+
+def rate_a_real_answer(url: str, stars: int) -> str:
+    """Ask the running service and rate its answer; the answer's id."""
+    chat = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "zantara", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16},
+        timeout=60,
+    )
+    assert chat.status_code == 200, chat.text
+    answer_id = str(chat.json()["id"])
+    rated = httpx.post(f"{url}/v1/feedback", json={"response_id": answer_id, "rating": stars}, timeout=30)
+    assert rated.status_code == 200, rated.text
+    return answer_id
+
+
+def wait_for_queue(url: str, token: str, size: int) -> list[str]:
+    """The queue's ids once it holds `size` items (interactions are written a moment after the answer)."""
+    deadline = time.monotonic() + 30
+    while True:
+        page = httpx.get(f"{url}/review/api/queue", headers={"Authorization": f"Bearer {token}"}).json()
+        if page["total"] == size or time.monotonic() > deadline:
+            assert page["total"] == size, page
+            return [item["interaction_id"] for item in page["items"]]
+        time.sleep(0.1)
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(f"{url}/review/queue")
+    expect(page).to_have_url(f"{url}/review/login?next=/review/queue")
+    page.fill("#token", token)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{url}/review/queue")
+
+
+def no_sideways_scroll(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
+
+
+def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browser, screenshots: Path) -> None:
+    url, database_url = served
+    token = add_reviewer(database_url, "ana")
+    plant_answer(database_url, "planted", PLANTED + " Tarif PPN 15%.", stars=1)
+    real_id = rate_a_real_answer(url, stars=2)
+    assert wait_for_queue(url, token, 2) == ["planted", real_id]
+
+    mobile = browser.new_context(
+        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
+    ).new_page()
+    sign_in(mobile, url, token)
+    expect(mobile.locator("article.item")).to_have_count(2)
+    no_sideways_scroll(mobile)
+    queue_shot = screenshots / "review-queue-390x844.png"
+    mobile.screenshot(path=str(queue_shot), full_page=True)
+
+    desk = browser.new_context(viewport=ViewportSize(width=1280, height=900)).new_page()
+    sign_in(desk, url, token)
+    planted = desk.locator('article.item[data-id="planted"]')
+    assert "<script>window.__pwned = true;" in planted.locator(".answer").inner_text()
+    assert 'onerror="window.__pwned=2"' in planted.locator(".conversation").inner_text()
+    assert "<b>salah</b> total" in planted.locator(".comment").inner_text()
+    assert planted.locator("script, img, b").count() == 0
+    assert desk.evaluate("window.__pwned") is None and desk.title() == "Review queue · ZANTARA review"
+    assert "zantara-demo@v1" in planted.inner_text() and "canary" in planted.inner_text()
+    assert desk.locator("#queue-count").inner_text() == "2"
+
+    # keyboard only: write a correction that contradicts a verified fact, check it, see it refused
+    desk.keyboard.press("c")
+    expect(planted.locator("textarea[name=correct_answer]")).to_be_focused()
+    desk.keyboard.type("Tarif PPN umum adalah 15%.")
+    desk.keyboard.press("Tab")
+    desk.keyboard.type("Model menyebut tarif yang salah.")
+    desk.keyboard.press("Tab")
+    desk.keyboard.type("Tarif PPN umum 11%.")
+    desk.keyboard.press("Escape")
+    desk.keyboard.press("f")
+    expect(planted.locator(".facts.bad")).to_contain_text("ppn_rate_general")
+    desk.keyboard.press("c")
+    desk.keyboard.press("Control+Enter")
+    expect(planted.locator(".item-status")).to_contain_text("contradicts a verified fact")
+    expect(planted.locator(".item-status")).to_contain_text("11%")
+
+    desk.keyboard.press("Control+a")
+    desk.keyboard.type("Tarif PPN umum adalah 11%.")
+    desk.keyboard.press("Control+Enter")
+    expect(planted).to_have_count(0)
+    expect(desk.locator("#queue-status")).to_contain_text("Correction saved")
+    expect(desk.locator("#queue-count")).to_have_text("1")
+    real = desk.locator(f'article.item[data-id="{real_id}"]')
+    expect(real).to_have_class("card item current")
+
+    desk.keyboard.press("k")
+    desk.keyboard.press("j")
+    desk.keyboard.press("d")
+    expect(real.locator("input[name=reason]")).to_be_focused()
+    desk.keyboard.type("Pertanyaan sudah dijawab benar.")
+    desk.keyboard.press("Enter")
+    expect(desk.locator("#queue-empty")).to_be_visible()
+    expect(desk.locator("#queue-empty")).to_contain_text("no low-rated answers are waiting")
+    expect(desk.locator("article.item")).to_have_count(0)
+
+    mobile.reload()
+    expect(mobile.locator("#queue-empty")).to_be_visible()
+    no_sideways_scroll(mobile)
+    empty_shot = screenshots / "review-queue-empty-390x844.png"
+    mobile.screenshot(path=str(empty_shot), full_page=True)
+
+    engine = create_db_engine(database_url)
+    try:
+        (stored,) = corrections_after(make_session_factory(engine), None)
+    finally:
+        engine.dispose()
+    assert (stored.interaction_id, stored.reviewer) == ("planted", "ana")
+    assert stored.correct_answer == "Tarif PPN umum adalah 11%." and stored.lesson == "Tarif PPN umum 11%."
+    assert wait_for_queue(url, token, 0) == []
+    for shot in (queue_shot, empty_shot):
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")

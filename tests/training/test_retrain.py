@@ -1,0 +1,400 @@
+"""`zantara retrain` on the tiny demo model: nothing new, promotion through a real service, failing gates,
+resuming after a crash or an unreachable service, and the lock that keeps two runs apart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from feedback import registry, retrain_runs
+from feedback.db import create_db_engine, make_session_factory
+from feedback.migrate import upgrade
+from feedback.models import Correction
+from service.cli import app
+from service.eval_engine import EngineSource
+from service.settings import Settings
+from tests.postgres import free_port
+from tests.served import demo_env, running_server
+from training.evaluation.cli import EvalHooks
+from training.evaluation.gates import GATES
+from training.retrain import Pipeline, RetrainOutcome, retrain
+from training.retrain_config import STEPS, RetrainOptions
+from training.retrain_steps import default_name, pick_parent
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "retrain-admin-token-0123456789"
+CORRECTIONS = [
+    {
+        "query": "Apakah pemegang KITAS boleh membuka rekening bank di Indonesia?",
+        "model_answer_wrong": "Tidak boleh, hanya WNI yang bisa membuka rekening bank.",
+        "correct_answer": "Boleh. Pemegang KITAS dapat membuka rekening bank di Indonesia dengan membawa "
+        "paspor, KITAS yang masih berlaku, dan NPWP bila bank memintanya. Setiap bank punya syarat "
+        "tambahan, jadi sebaiknya tanyakan dulu ke cabang yang dituju.",
+        "why_wrong": "Model mengira rekening bank hanya untuk WNI.",
+        "lesson": "Orang asing dengan izin tinggal terbatas boleh membuka rekening bank.",
+        "category": "immigration",
+    },
+    {
+        "query": "Kalau PT saya belum ada transaksi, tetap wajib lapor SPT Masa?",
+        "model_answer_wrong": "Tidak perlu lapor kalau tidak ada transaksi.",
+        "correct_answer": "Tetap wajib. SPT Masa tetap dilaporkan walaupun nihil, karena kewajiban lapor "
+        "tidak hilang hanya karena belum ada transaksi. Terlambat lapor bisa kena sanksi administrasi "
+        "berupa denda.",
+        "why_wrong": "Model mengira SPT nihil tidak perlu dilaporkan.",
+        "lesson": "SPT nihil tetap wajib dilaporkan.",
+        "category": "tax",
+    },
+]
+
+
+def hooks() -> EvalHooks:
+    """The in-process evaluation the service's CLI hands to the command."""
+    return EvalHooks(
+        in_process=lambda base, specs: EngineSource(Settings(), base, specs),
+        database_url=lambda: Settings().resolved_database_url,
+    )
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database for one test."""
+    url = f"sqlite:///{tmp_path / 'zantara.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def adapters_dir(tmp_path: Path, demo_adapter_path: Path) -> Path:
+    """A per-test adapters folder holding a copy of the demo adapter (zantara-demo/v1)."""
+    root = tmp_path / "adapters"
+    shutil.copytree(demo_adapter_path, root / "zantara-demo" / "v1")
+    return root
+
+
+def small_seed_bank(path: Path, per_category: int = 2) -> Path:
+    """The project's seed bank cut to `per_category` questions of each category."""
+    kept: list[str] = []
+    taken: dict[str, int] = {}
+    for line in (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+        category = json.loads(line)["category"]
+        if taken.get(category, 0) < per_category:
+            kept.append(line)
+            taken[category] = taken.get(category, 0) + 1
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_options(tmp_path: Path, demo_base_path: Path, adapters_dir: Path) -> Callable[..., RetrainOptions]:
+    """Options with small limits: a 12-question seed bank, 1 training step, 2 questions a set."""
+    seed = small_seed_bank(tmp_path / "seed.jsonl")
+
+    def make(database_url: str, **changes: Any) -> RetrainOptions:
+        options = RetrainOptions(
+            database_url=database_url,
+            var_dir=tmp_path / "var",
+            adapters_dir=adapters_dir,
+            base_model=str(demo_base_path.resolve()),
+            services=(f"http://127.0.0.1:{free_port()}",),
+            admin_token=TOKEN,
+            max_steps=1,
+            eval_limit=2,
+            eval_max_tokens=24,
+            connect_attempts=1,
+            load_timeout_s=120,
+            progress=False,
+            train_overrides={"eval_steps": 1, "max_length": 384},
+            dataset_overrides={
+                "seed_path": seed,
+                "per_register": 4,
+                "synthetic_per_seed": 0,
+                "validation_share": 0.08,
+            },
+        )
+        return replace(options, **changes)
+
+    return make
+
+
+def sessions_for(url: str) -> sessionmaker[Session]:
+    """A session factory on `url` (its engine lives as long as the test)."""
+    return make_session_factory(create_db_engine(url))
+
+
+def plant_corrections(url: str) -> list[int]:
+    """Store the reviewers' corrections; returns their ids."""
+    with sessions_for(url).begin() as session:
+        rows = [Correction(reviewer="ayu", **values) for values in CORRECTIONS]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+
+def register_parent(url: str, adapters_dir: Path, last_correction_id: int | None = None) -> None:
+    """Record the demo adapter as the live version, as a service would have."""
+    path = adapters_dir / "zantara-demo" / "v1"
+    meta = json.loads((path / "zantara.json").read_text(encoding="utf-8"))
+    with sessions_for(url).begin() as session:
+        registry.record_version(
+            session,
+            name="zantara-demo",
+            version="v1",
+            path=str(path.resolve()),
+            base_model=meta["base_model"],
+            last_correction_id=last_correction_id,
+            status="live",
+        )
+
+
+def write_gates(path: Path, values: dict[str, dict[str, Any]]) -> Path:
+    """A gates file over the defaults."""
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def runs(url: str) -> list[retrain_runs.RunRecord]:
+    """Every retrain run, newest first."""
+    with sessions_for(url)() as session:
+        return retrain_runs.list_runs(session)
+
+
+def entry(url: str, key: str) -> registry.AdapterEntry | None:
+    """The registry entry of `key`."""
+    with sessions_for(url)() as session:
+        return registry.get_version(session, key)
+
+
+@pytest.fixture
+def count_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every training the pipeline starts, by adapter version."""
+    from training import trainer
+
+    started: list[str] = []
+    real = trainer.train
+
+    def counted(config: Any, **kwargs: Any) -> Any:
+        started.append(str(config.version))
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", counted)
+    return started
+
+
+def test_parent_is_live_then_canary_then_newest_not_rejected(sqlite_url: str, adapters_dir: Path) -> None:
+    """The parent and default name rules on registry entries."""
+    with sessions_for(sqlite_url).begin() as session:
+        for version, status in (("v1", "retired"), ("v2", "live"), ("v3", "canary"), ("v4", "rejected")):
+            registry.record_version(
+                session, name="zantara", version=version, path=f"/a/{version}", base_model="b", status=status
+            )
+        registry.record_version(session, name="other", version="v9", path="/o", base_model="b")
+        entries = registry.list_versions(session)
+    assert default_name("zantara@v2", "zantara@v3", entries) == "zantara"
+    assert default_name(None, None, entries) == "other"
+    assert default_name(None, None, []) == "zantara"
+    assert pick_parent("zantara", "zantara@v2", "zantara@v3", entries).key == "zantara@v2"  # type: ignore[union-attr]
+    assert pick_parent("zantara", None, "zantara@v3", entries).key == "zantara@v3"  # type: ignore[union-attr]
+    assert pick_parent("zantara", None, "zantara@v4", entries).key == "zantara@v3"  # type: ignore[union-attr]
+    assert pick_parent("new", None, None, entries) is None
+
+
+def test_nothing_new_exits_3(
+    sqlite_url: str, adapters_dir: Path, tmp_path: Path, demo_base_path: Path
+) -> None:
+    """Corrections the live version already learned from are not new: exit 3, status `nothing`."""
+    ids = plant_corrections(sqlite_url)
+    register_parent(sqlite_url, adapters_dir, last_correction_id=max(ids))
+    result = CliRunner().invoke(
+        app,
+        [
+            "retrain",
+            "--database-url",
+            sqlite_url,
+            "--var-dir",
+            str(tmp_path / "var"),
+            "--adapters-dir",
+            str(adapters_dir),
+            "--base-model",
+            str(demo_base_path),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 3, result.output
+    assert "nothing new to learn from" in result.output
+    [run] = runs(sqlite_url)
+    assert (run.status, run.exit_code, run.parent_version, run.adapter_name) == (
+        "nothing",
+        3,
+        "v1",
+        "zantara-demo",
+    )
+    assert not (adapters_dir / "zantara-demo" / "v2").exists()
+
+
+def test_crash_after_training_resumes_without_retraining_and_failing_gates_reject(
+    sqlite_url: str,
+    adapters_dir: Path,
+    make_options: Callable[..., RetrainOptions],
+    count_training: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A crash right after training leaves the run resumable at `evaluate`; the rerun trains nothing,
+    keeps the version, and gates that cannot pass keep it as `rejected` with its report (exit 1)."""
+    ids = plant_corrections(sqlite_url)
+    register_parent(sqlite_url, adapters_dir)
+    impossible = write_gates(tmp_path / "impossible.yaml", {"accuracy_improvement": {"min_relative": 1000.0}})
+    options = make_options(sqlite_url, gates=impossible)
+
+    def crash(self: Pipeline) -> None:
+        raise RuntimeError("simulated crash after training")
+
+    monkeypatch.setattr(Pipeline, "step_evaluate", crash)
+    crashed = retrain(options, hooks())
+    assert crashed.exit_code == 2 and "simulated crash" in crashed.message
+    [run] = runs(sqlite_url)
+    assert (run.status, run.step, run.adapter_version) == ("running", "evaluate", "v2")
+    assert (adapters_dir / "zantara-demo" / "v2" / "zantara.json").is_file()
+    assert count_training == ["v2"]
+
+    monkeypatch.undo()
+    monkeypatch.setattr("training.trainer.train", _refuse_training)
+    outcome = retrain(options, hooks())
+    assert outcome.exit_code == 1, outcome.message
+    assert outcome.adapter == "zantara-demo@v2"
+    [run] = runs(sqlite_url)
+    assert (run.id, run.status, run.exit_code) == (crashed.run_id, "rejected", 1)
+    rejected = entry(sqlite_url, "zantara-demo@v2")
+    assert rejected is not None and rejected.status == "rejected"
+    assert rejected.parent_version == "v1" and rejected.last_correction_id == max(ids)
+    assert rejected.gate_report["passed"] is False
+    assert any(
+        g["name"] == "accuracy_improvement" and g["status"] == "fail" for g in rejected.gate_report["gates"]
+    )
+    assert rejected.report_path and Path(rejected.report_path).is_file()
+    assert not (adapters_dir / "zantara-demo" / "v3").exists()
+
+
+def _refuse_training(config: Any, **_: Any) -> Any:
+    raise AssertionError(f"trained {config.version} again")
+
+
+def test_promotes_to_canary_through_the_service_and_resumes_when_it_was_unreachable(
+    sqlite_url: str,
+    adapters_dir: Path,
+    make_options: Callable[..., RetrainOptions],
+    count_training: list[str],
+    demo_dirs: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """New corrections -> v2 trained from v1, registered with its lineage; the service was down, so
+    the run waits at `canary` (exit 2); the rerun asks the real service, which hot-loads v2 as the
+    canary (exit 0) without training again; a third run has nothing new (exit 3)."""
+    lenient = write_gates(tmp_path / "lenient.yaml", {name: {"enabled": False} for name in GATES})
+    env = demo_env(
+        tmp_path / "service-var", (demo_dirs[0], adapters_dir), sqlite_url, ZANTARA_ADMIN_TOKEN=TOKEN
+    )
+    with running_server({**env, "ZANTARA_ROLLOUT_CACHE_S": "0"}) as server:
+        ids = plant_corrections(sqlite_url)
+        down = retrain(make_options(sqlite_url, gates=lenient), hooks())
+        assert down.exit_code == 2 and "cannot reach" in down.message, down.message
+        [run] = runs(sqlite_url)
+        assert (run.status, run.step, run.parent_version) == ("running", "canary", "v1")
+        candidate = entry(sqlite_url, "zantara-demo@v2")
+        assert candidate is not None and candidate.status == "candidate"
+        assert (candidate.parent_version, candidate.last_correction_id) == ("v1", max(ids))
+        assert candidate.dataset_version == run.dataset_version and candidate.gate_report["passed"]
+        meta = json.loads((adapters_dir / "zantara-demo" / "v2" / "zantara.json").read_text())
+        assert meta["parent"]["version"] == "v1"
+        corrections = Path(run.details["corrections_file"]).read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["question"] for line in corrections] == [c["query"] for c in CORRECTIONS]
+
+        promoted = retrain(make_options(sqlite_url, gates=lenient, services=(server.url,)), hooks())
+        assert promoted.exit_code == 0, promoted.message
+        assert count_training == ["v2"]
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        rollout = httpx.get(f"{server.url}/admin/rollout", headers=headers).json()
+        assert (rollout["adapter"], rollout["percentage"]) == ("zantara-demo@v2", 20.0)
+        models = [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]]
+        assert "zantara-demo@v2" in models
+        canary = entry(sqlite_url, "zantara-demo@v2")
+        assert canary is not None and canary.status == "canary"
+        [run] = runs(sqlite_url)
+        assert (run.status, run.exit_code, run.step) == ("promoted", 0, "done")
+        assert set(run.details["seconds"]) == set(STEPS)
+
+        again = retrain(make_options(sqlite_url, gates=lenient, services=(server.url,)), hooks())
+        assert again.exit_code == 3, again.message
+        assert runs(sqlite_url)[0].parent_version == "v2"
+
+
+@pytest.fixture
+def pg_url(postgres_database_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database."""
+    upgrade(postgres_database_url)
+    yield postgres_database_url
+
+
+def test_two_runs_at_once_one_is_refused_and_a_waiting_one_runs_after(
+    pg_url: str,
+    adapters_dir: Path,
+    make_options: Callable[..., RetrainOptions],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs start together on PostgreSQL: the lease lets one in, the other exits 2 at once; a run
+    with `wait` blocks until the holder is done, then runs (nothing new: exit 3)."""
+    register_parent(pg_url, adapters_dir)
+    options = make_options(pg_url, lease_ttl_s=3.0)
+    gate, inside = threading.Event(), threading.Event()
+    real = Pipeline.step_parent
+
+    def held(self: Pipeline) -> None:
+        inside.set()
+        assert gate.wait(60), "the other run never came back"
+        real(self)
+
+    monkeypatch.setattr(Pipeline, "step_parent", held)
+    outcomes: dict[str, RetrainOutcome] = {}
+
+    def run(label: str, opts: RetrainOptions, barrier: threading.Barrier | None = None) -> None:
+        if barrier is not None:
+            barrier.wait()
+        outcomes[label] = retrain(opts, hooks())
+        if outcomes[label].status == "locked":
+            gate.set()
+
+    barrier = threading.Barrier(2)
+    racers = [threading.Thread(target=run, args=(label, options, barrier)) for label in ("a", "b")]
+    for thread in racers:
+        thread.start()
+    for thread in racers:
+        thread.join(timeout=120)
+    assert sorted(o.exit_code for o in outcomes.values()) == [2, 3], outcomes
+    [refused] = [o for o in outcomes.values() if o.status == "locked"]
+    assert "holds the lock" in refused.message and refused.run_id is None
+
+    gate.clear()
+    inside.clear()
+    first = threading.Thread(target=run, args=("first", options))
+    first.start()
+    assert inside.wait(60)
+    waiter = threading.Thread(target=run, args=("waiter", replace(options, wait=True)))
+    waiter.start()
+    waiter.join(timeout=3)
+    assert waiter.is_alive(), outcomes.get("waiter")
+    gate.set()
+    first.join(timeout=120)
+    waiter.join(timeout=120)
+    assert (outcomes["first"].exit_code, outcomes["waiter"].exit_code) == (3, 3)
+    assert [r.status for r in runs(pg_url)] == ["nothing"] * 3

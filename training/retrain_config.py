@@ -1,0 +1,71 @@
+"""Configuration of `zantara retrain`: its options, steps, exit codes, and how a step stops a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.evaluation.data import REPO
+
+STEPS = ("parent", "collect", "dataset", "train", "evaluate", "register", "canary")
+EXIT_PROMOTED, EXIT_GATES_FAILED, EXIT_ERROR, EXIT_NOTHING_NEW = 0, 1, 2, 3
+DEFAULT_EVAL_LIMIT = None
+RETRAIN_GATES = REPO / "data" / "eval" / "retrain_gates.yaml"
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """One `zantara retrain` run (paths and URLs already resolved by the command line).
+
+    Continuing a parent trains on a focus view (`training.retrain_focus`): the new corrections
+    `corrections_repeat` times, `replay_pairs` pairs replayed from the new dataset's train split, and
+    `validation_pairs` of its validation split; `from_scratch` trains on the whole dataset instead. The
+    dataset keeps only validated pairs (and the database's verdicts) unless `include_unvalidated`.
+
+    `train_overrides` and `dataset_overrides` set `TrainConfig` and `BuildOptions` fields (a smaller
+    seed bank, fewer evaluations) for experiments and tests; the command line leaves them empty.
+    """
+
+    database_url: str
+    var_dir: Path
+    adapters_dir: Path
+    base_model: str
+    services: tuple[str, ...] = ("http://127.0.0.1:8000",)
+    admin_token: str = ""
+    api_key: str | None = None
+    name: str | None = None
+    from_scratch: bool = False
+    force: bool = False
+    fresh: bool = False
+    wait: bool = False
+    gates: Path = RETRAIN_GATES
+    eval_limit: int | None = DEFAULT_EVAL_LIMIT
+    eval_max_tokens: int = 256
+    max_steps: int | None = None
+    preset: str | None = None
+    corrections_repeat: int = 4
+    replay_pairs: int = 150
+    validation_pairs: int = 40
+    include_unvalidated: bool = False
+    train_config: Path | None = None
+    canary_percentage: float = 20.0
+    load_timeout_s: float = 300.0
+    connect_attempts: int = 5
+    lease_ttl_s: float = 300.0
+    actor: str = "zantara-retrain"
+    progress: bool = True
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    dataset_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+class RetrainError(Exception):
+    """A step cannot go on; the run stays `running` and the next run resumes it (exit 2)."""
+
+
+class Finished(Exception):
+    """The run ends here with `status` and `exit_code` (nothing new, gates failed)."""
+
+    def __init__(self, status: str, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.exit_code = status, exit_code
