@@ -8,7 +8,8 @@ protected by a double-submit cookie. JSON API: `Authorization: Bearer <reviewer 
 session cookie plus an `X-CSRF-Token` header on writes.
 
 A new review page needs three lines: `signed_in = await page_session(request, state)`, a redirect
-with `login_redirect(request)` when it is None, and `render(request, "review/PAGE.html", {...})`.
+with `login_redirect(request)` when it is None, and `render(request, "review/PAGE.html", {...})`; its
+form POST reads the fields with `checked_form(request, signed_in)` (None: the CSRF token is wrong).
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ async def page_session(request: Request, state: StateDep) -> SignedIn | None:
         return None
     reviewer = await run_in_threadpool(reviewer_for_session, state.sessions, session_id)
     return SignedIn(reviewer, session_id) if reviewer is not None else None
+
+
+async def checked_form(request: Request, signed_in: SignedIn) -> dict[str, str] | None:
+    """The text fields a review page's form posted, or None when its CSRF token is missing or wrong."""
+    form = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+    return form if same_secret(signed_in.csrf_token, form.get("csrf_token")) else None
 
 
 def safe_next(target: str | None) -> str:

@@ -13,7 +13,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 
+from feedback.db import create_db_engine, make_session_factory
+from feedback.migrate import upgrade
 from service.app import DEMO_ADAPTER, create_app
 from service.settings import Settings
 from tests.postgres import fresh_database, session_server
@@ -85,6 +88,15 @@ def postgres_database_url(postgres_url: str) -> Iterator[str]:
     """An empty PostgreSQL database for tests that need only one backend."""
     with fresh_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on `database_url` (SQLite and PostgreSQL), migrated to the newest schema."""
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

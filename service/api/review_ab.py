@@ -31,10 +31,10 @@ from service.protocol import ErrorResponse
 from service.review_auth import (
     ReviewerAPIDep,
     SignedIn,
+    checked_form,
     login_redirect,
     page_session,
     render,
-    same_secret,
 )
 from service.state import ServiceState
 
@@ -193,9 +193,9 @@ async def ab_submit(request: Request, state: StateDep) -> Response:
     signed_in = await page_session(request, state)
     if signed_in is None:
         return login_redirect(request)
-    form = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+    form = await checked_form(request, signed_in)
     error, status = "", 200
-    if not same_secret(signed_in.csrf_token, form.get("csrf_token")):
+    if form is None:
         error, status = "The form expired; please judge again.", 403
     else:
         try:

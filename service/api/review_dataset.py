@@ -33,10 +33,10 @@ from service.review_auth import (
     PACKAGE_DIR,
     ReviewerAPIDep,
     SignedIn,
+    checked_form,
     login_redirect,
     page_session,
     render,
-    same_secret,
 )
 from service.state import ServiceState
 
@@ -288,9 +288,9 @@ async def dataset_submit(request: Request, state: StateDep) -> Response:
     signed_in = await page_session(request, state)
     if signed_in is None:
         return login_redirect(request)
-    form = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+    form = await checked_form(request, signed_in)
     error, status, done = "", 200, ""
-    if not same_secret(signed_in.csrf_token, form.get("csrf_token")):
+    if form is None:
         error, status = "The form expired; please review again.", 403
     else:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class EngineError(Exception):
@@ -163,6 +163,38 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Stop background work and free the model."""
         ...
+
+
+def prepare_chat(
+    tokenizer: Any,
+    context: int,
+    messages: list[dict[str, str]],
+    sampling: SamplingParams,
+    default_max_tokens: int,
+) -> PreparedPrompt:
+    """Apply `tokenizer`'s chat template to `messages`, tokenize, and check that the prompt plus
+    max_tokens fit `context` tokens; without max_tokens, use `default_max_tokens` or the room left.
+    A local engine's `prepare` (raises InvalidRequestError, code `context_length_exceeded`)."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) >= context:
+        raise InvalidRequestError(
+            f"This model's maximum context length is {context} tokens; the messages take "
+            f"{len(ids)} tokens. Shorten the conversation.",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    room = context - len(ids)
+    if sampling.max_tokens is None:
+        return PreparedPrompt(tuple(ids), min(default_max_tokens, room))
+    if sampling.max_tokens > room:
+        raise InvalidRequestError(
+            f"max_tokens={sampling.max_tokens} plus the {len(ids)} prompt tokens exceeds this model's "
+            f"maximum context length of {context} tokens; ask for at most {room}.",
+            code="context_length_exceeded",
+            param="max_tokens",
+        )
+    return PreparedPrompt(tuple(ids), sampling.max_tokens)
 
 
 async def generate(

@@ -38,6 +38,7 @@ from service.engines.base import (
     PreparedPrompt,
     SamplingParams,
     UnknownAdapterError,
+    prepare_chat,
 )
 from service.engines.batch import BASE_ADAPTER, RunningBatch, Sequence, adapter_slices
 from service.engines.lora_rows import LoraRows
@@ -165,28 +166,7 @@ class HFEngine:
         """Apply the tokenizer's chat template, tokenize, and check prompt + max_tokens fit the context."""
         if self._tokenizer is None:
             raise EngineNotReadyError("the model is still loading")
-        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= self._context:
-            raise InvalidRequestError(
-                f"This model's maximum context length is {self._context} tokens; the messages take "
-                f"{len(ids)} tokens. Shorten the conversation.",
-                code="context_length_exceeded",
-                param="messages",
-            )
-        room = self._context - len(ids)
-        if sampling.max_tokens is None:
-            max_tokens = min(self._default_max_tokens, room)
-        elif sampling.max_tokens > room:
-            raise InvalidRequestError(
-                f"max_tokens={sampling.max_tokens} plus the {len(ids)} prompt tokens exceeds this model's "
-                f"maximum context length of {self._context} tokens; ask for at most {room}.",
-                code="context_length_exceeded",
-                param="max_tokens",
-            )
-        else:
-            max_tokens = sampling.max_tokens
-        return PreparedPrompt(tuple(ids), max_tokens)
+        return prepare_chat(self._tokenizer, self._context, messages, sampling, self._default_max_tokens)
 
     async def stream(
         self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None

@@ -9,33 +9,27 @@ Screenshots go to `ZANTARA_TEST_SCREENSHOTS` (default: the pytest temporary fold
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from feedback.dataset_review import record_key, verdicts
 from feedback.db import create_db_engine, make_session_factory
-from tests.served import demo_env, running_server
+from tests.e2e.browser import (
+    PLANTED,
+    add_reviewer,
+    desk_page,
+    no_sideways_scroll,
+    phone_page,
+    serving,
+    sign_in,
+)
 from training.prompts import ZANTARA_SYSTEM_PROMPT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PLANTED = (
-    '<script>window.__pwned = true; document.title = "pwned"</script><img src=x onerror="window.__pwned=1">'
-)
-PHONE = ViewportSize(width=390, height=844)
 PAIRS = [
     (
         "Kak, NIB perlu diperbarui tiap tahun?",
@@ -52,33 +46,9 @@ def served(
     demo_dirs: tuple[Path, Path], postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     """(service URL, database URL) of a running service on a fresh PostgreSQL database."""
-    from tests.postgres import fresh_database
-
-    with fresh_database(postgres_url) as database_url:
-        env = demo_env(
-            tmp_path_factory.mktemp("var"), demo_dirs, database_url, ZANTARA_DATASET_REVIEWS_REQUIRED="1"
-        )
-        with running_server(env, timeout_s=120) as server:
-            yield server.url, database_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (`make test` does it as root)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("ZANTARA_TEST_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    var_dir = tmp_path_factory.mktemp("var")
+    with serving(demo_dirs, postgres_url, var_dir, ZANTARA_DATASET_REVIEWS_REQUIRED="1") as served:
+        yield served
 
 
 def zantara(*args: str) -> str:
@@ -112,14 +82,6 @@ def submit(folder: Path, database_url: str) -> list[str]:
     return sorted(record_key(question, answer) for question, answer in PAIRS)
 
 
-def sign_in(page: Page, url: str, token: str) -> None:
-    page.goto(f"{url}/review/dataset")
-    expect(page).to_have_url(f"{url}/review/login?next=/review/dataset")
-    page.fill("#token", token)
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{url}/review/dataset")
-
-
 def shown(page: Page) -> tuple[str, str]:
     return page.locator("#question").inner_text(), page.locator("#answer").inner_text()
 
@@ -128,21 +90,19 @@ def test_dataset_validation_in_a_real_browser(
     served: tuple[str, str], browser: Browser, screenshots: Path, tmp_path: Path
 ) -> None:
     url, database_url = served
-    token = zantara("reviewers", "add", "ana", "--database-url", database_url).strip().splitlines()[-1]
+    token = add_reviewer(database_url, "ana")
     order = submit(tmp_path / "dataset", database_url)
     pairs = {record_key(question, answer): (question, answer) for question, answer in PAIRS}
 
-    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-    mobile = phone.new_page()
-    sign_in(mobile, url, token)
+    mobile = phone_page(browser)
+    sign_in(mobile, url, token, "/review/dataset")
     expect(mobile.locator("#answer")).to_be_visible()
-    page_width = mobile.evaluate("document.documentElement.scrollWidth")
-    assert page_width <= PHONE["width"], f"the page scrolls sideways on a phone ({page_width}px)"
+    no_sideways_scroll(mobile)
     record_shot = screenshots / "review-dataset-390x844.png"
     mobile.screenshot(path=str(record_shot), full_page=True)
 
-    desk = browser.new_context(viewport=ViewportSize(width=1280, height=900)).new_page()
-    sign_in(desk, url, token)
+    desk = desk_page(browser)
+    sign_in(desk, url, token, "/review/dataset")
     actions: dict[str, str] = {}
     for record in order:
         assert shown(desk) == pairs[record], "records come oldest first, then by id"

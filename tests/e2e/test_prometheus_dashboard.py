@@ -100,6 +100,7 @@ def stack(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
         ZANTARA_CANARY_MIN_SAMPLES="5",
     )
     with running_server(env, timeout_s=180) as server, run_prometheus(root, server.url) as prometheus:
+        wait_for_first_scrape(prometheus)
         started = time.time()
         canary_ratings = send_traffic(server.url)
         wait_for_rollback(server.url)
@@ -151,6 +152,18 @@ def run_prometheus(root: Path, service_url: str) -> Iterator[str]:
         log.close()
 
 
+def wait_for_first_scrape(prometheus: str) -> None:
+    """Until Prometheus holds a sample of the service: counters must be seen before the traffic, or a
+    quick run leaves every increase at 0 and every ratio of increases undefined."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = httpx.get(f"{prometheus}/api/v1/query", params={"query": 'up{job="zantara"} == 1'}, timeout=5)
+        if found.json()["data"]["result"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("prometheus never scraped the service")
+
+
 def send_traffic(service: str) -> int:
     """Half the users on the canary; chats (every third one streamed), then ratings: the canary's
     answers 1-2 stars, the others 5 (one re-rated). Returns the number of canary ratings."""
@@ -180,6 +193,7 @@ def send_traffic(service: str) -> int:
             answers.append((answer_id, target))
         targets = [target for _, target in answers]
         assert {"base", "canary"} <= set(targets), targets
+        time.sleep(2.5)  # scrapes between the chats and the ratings, so rates see each of them rise
         for n, (answer_id, target) in enumerate(answers):
             stars = (1 + n % 2) if target == "canary" else 5
             rated = client.post("/v1/feedback", json={"response_id": answer_id, "rating": stars})

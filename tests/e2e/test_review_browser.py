@@ -7,32 +7,23 @@ their paths. Without `/usr/bin/chromium` the test fails (`make test` installs it
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.served import demo_env, running_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ADMIN = "e2e-admin-token-0123456789"
-PLANTED = (
-    '<script>window.__pwned = true; document.title = "pwned"</script><img src=x onerror="window.__pwned=1">'
+from tests.e2e.browser import (
+    ADMIN,
+    PLANTED,
+    add_reviewer,
+    desk_page,
+    no_sideways_scroll,
+    phone_page,
+    serving,
+    sign_in,
 )
-PHONE = ViewportSize(width=390, height=844)
 
 
 @pytest.fixture(scope="module")
@@ -40,48 +31,11 @@ def served(
     demo_dirs: tuple[Path, Path], postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     """(service URL, database URL) of a running service on a fresh PostgreSQL database."""
-    from tests.postgres import fresh_database
-
-    with fresh_database(postgres_url) as database_url:
-        env = demo_env(
-            tmp_path_factory.mktemp("var"),
-            demo_dirs,
-            database_url,
-            ZANTARA_ADMIN_TOKEN=ADMIN,
-            ZANTARA_AB_OVERLAP="2",
-        )
-        with running_server(env, timeout_s=120) as server:
-            yield server.url, database_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (`make test` does it as root)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("ZANTARA_TEST_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def add_reviewer(database_url: str, name: str) -> str:
-    """`zantara reviewers add NAME` as an admin runs it; the token it prints."""
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "reviewers", "add", name, "--database-url", database_url],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+    var_dir = tmp_path_factory.mktemp("var")
+    with serving(
+        demo_dirs, postgres_url, var_dir, ZANTARA_ADMIN_TOKEN=ADMIN, ZANTARA_AB_OVERLAP="2"
+    ) as served:
+        yield served
 
 
 def queue(url: str, *adapter_answers: str) -> None:
@@ -102,14 +56,6 @@ def queue(url: str, *adapter_answers: str) -> None:
     assert response.status_code == 201, response.text
 
 
-def sign_in(page: Page, url: str, token: str) -> None:
-    page.goto(f"{url}/review/ab")
-    expect(page).to_have_url(f"{url}/review/login?next=/review/ab")
-    page.fill("#token", token)
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{url}/review/ab")
-
-
 def judge_by_keyboard(page: Page, choice_key: str, digits: str) -> None:
     page.keyboard.press(choice_key)
     for digit in digits:
@@ -122,20 +68,18 @@ def test_review_ab_in_a_real_browser(served: tuple[str, str], browser: Browser, 
     token = add_reviewer(database_url, "ana")
     queue(url, PLANTED, "Modal disetor minimal Rp 10 miliar untuk PT PMA, kak.")
 
-    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-    mobile = phone.new_page()
+    mobile = phone_page(browser)
     mobile.goto(f"{url}/review/login")
     login_shot = screenshots / "review-login-390x844.png"
     mobile.screenshot(path=str(login_shot), full_page=True)
-    sign_in(mobile, url, token)
+    sign_in(mobile, url, token, "/review/ab")
     expect(mobile.locator("#answer-A")).to_be_visible()
-    page_width = mobile.evaluate("document.documentElement.scrollWidth")
-    assert page_width <= PHONE["width"], f"the page scrolls sideways on a phone ({page_width}px)"
+    no_sideways_scroll(mobile)
     ab_shot = screenshots / "review-ab-390x844.png"
     mobile.screenshot(path=str(ab_shot), full_page=True)
 
-    desk = browser.new_context(viewport=ViewportSize(width=1280, height=900)).new_page()
-    sign_in(desk, url, token)
+    desk = desk_page(browser)
+    sign_in(desk, url, token, "/review/ab")
     answers = desk.locator("#answer-A").inner_text() + desk.locator("#answer-B").inner_text()
     assert "<script>window.__pwned = true;" in answers, "the planted HTML is shown as text"
     assert desk.evaluate("window.__pwned") is None and desk.title() == "Blind A/B · ZANTARA review"

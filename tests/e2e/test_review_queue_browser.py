@@ -9,27 +9,27 @@ Screenshots go to `ZANTARA_TEST_SCREENSHOTS` (default: the pytest temporary fold
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from feedback.db import create_db_engine, make_session_factory
 from feedback.review_queue import corrections_after
 from feedback.store import InteractionRecord, rate_interaction, save_interactions
-from tests.e2e.test_review_browser import (
+from tests.e2e.browser import (
     ADMIN,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PHONE,
     PLANTED,
     add_reviewer,
+    desk_page,
+    no_sideways_scroll,
+    phone_page,
+    serving,
+    sign_in,
 )
-from tests.served import demo_env, running_server
 
 QUESTION = "Berapa tarif PPN umum sekarang?"
 
@@ -39,31 +39,10 @@ def served(
     demo_dirs: tuple[Path, Path], postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     """(service URL, database URL) of a running service on a fresh PostgreSQL database."""
-    from tests.postgres import fresh_database
-
-    with fresh_database(postgres_url) as database_url:
-        env = demo_env(tmp_path_factory.mktemp("var"), demo_dirs, database_url, ZANTARA_ADMIN_TOKEN=ADMIN)
-        with running_server(env, timeout_s=120) as server:
-            yield server.url, database_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (`make test` does it as root)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("ZANTARA_TEST_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    with serving(
+        demo_dirs, postgres_url, tmp_path_factory.mktemp("var"), ZANTARA_ADMIN_TOKEN=ADMIN
+    ) as served:
+        yield served
 
 
 def plant_answer(database_url: str, key: str, answer: str, stars: int) -> None:
@@ -127,19 +106,6 @@ def wait_for_queue(url: str, token: str, size: int) -> list[str]:
         time.sleep(0.1)
 
 
-def sign_in(page: Page, url: str, token: str) -> None:
-    page.goto(f"{url}/review/queue")
-    expect(page).to_have_url(f"{url}/review/login?next=/review/queue")
-    page.fill("#token", token)
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{url}/review/queue")
-
-
-def no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
-
-
 def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browser, screenshots: Path) -> None:
     url, database_url = served
     token = add_reviewer(database_url, "ana")
@@ -147,17 +113,15 @@ def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browse
     real_id = rate_a_real_answer(url, stars=2)
     assert wait_for_queue(url, token, 2) == ["planted", real_id]
 
-    mobile = browser.new_context(
-        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
-    ).new_page()
-    sign_in(mobile, url, token)
+    mobile = phone_page(browser)
+    sign_in(mobile, url, token, "/review/queue")
     expect(mobile.locator("article.item")).to_have_count(2)
     no_sideways_scroll(mobile)
     queue_shot = screenshots / "review-queue-390x844.png"
     mobile.screenshot(path=str(queue_shot), full_page=True)
 
-    desk = browser.new_context(viewport=ViewportSize(width=1280, height=900)).new_page()
-    sign_in(desk, url, token)
+    desk = desk_page(browser)
+    sign_in(desk, url, token, "/review/queue")
     planted = desk.locator('article.item[data-id="planted"]')
     assert "<script>window.__pwned = true;" in planted.locator(".answer").inner_text()
     assert 'onerror="window.__pwned=2"' in planted.locator(".conversation").inner_text()

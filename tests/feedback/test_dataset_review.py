@@ -3,7 +3,6 @@ edits, one verdict per reviewer, agreement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import krippendorff
@@ -24,8 +23,6 @@ from feedback.dataset_review import (
     summary,
     verdicts,
 )
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
 from feedback.models import DatasetRecord
 from feedback.reviewers import add_reviewer
 
@@ -43,14 +40,6 @@ class Item:
 
 def item(n: int) -> Item:
     return Item(f"Kak, NIB perlu diperbarui tiap tahun? ({n})", f"Tidak perlu, kak. ({n})")
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = create_db_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def reviewers(sessions: sessionmaker[Session], *names: str) -> list[int]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
 from feedback.registry import (
     UnknownVersionError,
     get_version,
@@ -18,14 +14,6 @@ from feedback.registry import (
     record_version,
     set_status,
 )
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = create_db_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def test_trainer_lineage_survives_a_replica_discovering_the_version(sessions: sessionmaker[Session]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,14 +167,6 @@ def test_repeated_looks_rarely_roll_back_an_equal_canary_and_catch_a_worse_one()
 
 
 # --- whole checks on real rows ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = create_db_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _store(sessions: sessionmaker[Session]) -> RolloutStore:
