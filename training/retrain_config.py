@@ -10,7 +10,7 @@ from training.evaluation.data import REPO
 
 STEPS = ("parent", "collect", "dataset", "train", "evaluate", "register", "canary")
 EXIT_PROMOTED, EXIT_GATES_FAILED, EXIT_ERROR, EXIT_NOTHING_NEW = 0, 1, 2, 3
-DEFAULT_EVAL_LIMIT = None
+FOCUS_PRESET = "balanced"
 RETRAIN_GATES = REPO / "data" / "eval" / "retrain_gates.yaml"
 
 
@@ -20,8 +20,10 @@ class RetrainOptions:
 
     Continuing a parent trains on a focus view (`training.retrain_focus`): the new corrections
     `corrections_repeat` times, `replay_pairs` pairs replayed from the new dataset's train split, and
-    `validation_pairs` of its validation split; `from_scratch` trains on the whole dataset instead. The
-    dataset keeps only validated pairs (and the database's verdicts) unless `include_unvalidated`.
+    `validation_pairs` of its validation split, with the `FOCUS_PRESET` unless `preset` is given (the
+    view is small and must learn new answers in a few steps); `from_scratch` trains on the whole
+    dataset with the preset `zantara train` picks. The dataset keeps only validated pairs (and the
+    database's verdicts) unless `include_unvalidated`.
 
     `train_overrides` and `dataset_overrides` set `TrainConfig` and `BuildOptions` fields (a smaller
     seed bank, fewer evaluations) for experiments and tests; the command line leaves them empty.
@@ -40,13 +42,13 @@ class RetrainOptions:
     fresh: bool = False
     wait: bool = False
     gates: Path = RETRAIN_GATES
-    eval_limit: int | None = DEFAULT_EVAL_LIMIT
+    eval_limit: int | None = None
     eval_max_tokens: int = 256
     max_steps: int | None = None
     preset: str | None = None
-    corrections_repeat: int = 4
-    replay_pairs: int = 150
-    validation_pairs: int = 40
+    corrections_repeat: int = 6
+    replay_pairs: int = 64
+    validation_pairs: int = 24
     include_unvalidated: bool = False
     train_config: Path | None = None
     canary_percentage: float = 20.0

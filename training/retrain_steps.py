@@ -26,6 +26,7 @@ from training.evaluation.sources import BASE
 from training.retrain_config import (
     EXIT_GATES_FAILED,
     EXIT_NOTHING_NEW,
+    FOCUS_PRESET,
     Finished,
     RetrainError,
     RetrainOptions,
@@ -217,13 +218,16 @@ class Steps:
             shutil.rmtree(out)
         parent = None if self.record.from_scratch else self.details.get("parent_path")
         fields = {
+            # a focus run validates on replayed pairs, not on the corrections it teaches: early stopping
+            # would keep the parent's weights; the gates judge forgetting instead
+            "early_stopping_patience": 0 if parent else None,
             **self.options.train_overrides,
             "dataset": self._training_dataset(continuing=parent is not None),
             "base_model": self.options.base_model,
             "output_dir": out,
             "name": name,
             "version": version,
-            "preset": self.options.preset,
+            "preset": self.options.preset or (FOCUS_PRESET if parent else None),
             "max_steps": self.options.max_steps,
             "init_adapter": Path(parent) if parent else None,
             "resume": True,

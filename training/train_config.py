@@ -218,7 +218,8 @@ class TrainConfig:
 
     Against overfitting: eval_steps (evaluate and checkpoint every N steps; about 10 evaluations a run
         when unset), early_stopping_patience 3 evaluations without improvement; the best checkpoint is
-        the one kept.
+        the one kept. early_stopping_patience 0: no early stopping, the last weights are kept (what a
+        retrain's focus run wants: its validation pairs are not what it is teaching, its gates judge).
 
     Backend: backend auto (Unsloth with a CUDA GPU when installed, else PEFT + TRL), qlora (4-bit base
         through bitsandbytes), resume (continue from the last checkpoint in OUTPUT_DIR/checkpoints).

@@ -82,7 +82,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     model, tokenizer = load_model(config, backend)
     rows = random.Random(config.seed).sample(train_rows + general_rows, len(train_rows) + len(general_rows))
     eval_steps = config.eval_steps or _default_eval_steps(len(rows), config)
-    stopper = EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+    patience = config.early_stopping_patience
+    stoppers = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience > 0 else []
     bar = RichProgressCallback()
     extra = [JsonlLogCallback(config.log_jsonl)] if config.log_jsonl else []
     trainer = SFTTrainer(
@@ -91,7 +92,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         train_dataset=_dataset(rows),
         eval_dataset=_dataset(eval_rows),
         processing_class=tokenizer,
-        callbacks=[stopper, bar, *extra, *callbacks],
+        callbacks=[*stoppers, bar, *extra, *callbacks],
     )
     start = trainer.evaluate(metric_key_prefix="parent") if parent is not None else None
     try:
@@ -103,11 +104,12 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         for log in trainer.state.log_history
         if "eval_loss" in log
     ]
-    trainer.remove_callback(stopper)  # the evaluations below must not count as patience
+    for stopper in stoppers:  # the evaluations below must not count as patience
+        trainer.remove_callback(stopper)
     best = trainer.evaluate()
     with model.disable_adapter():
         base = trainer.evaluate(metric_key_prefix="base")
-    best_model: Any = trainer.model  # the best checkpoint's weights, loaded back at the end
+    best_model: Any = trainer.model  # the best checkpoint's weights (the last ones without early stopping)
     best_model.save_pretrained(out)
     metrics = {
         "train_loss": round(outcome.training_loss, 4),
@@ -118,7 +120,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         "global_step": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
         "epoch": round(trainer.state.epoch or 0.0, 3),
-        "early_stopped": stopper.early_stopping_patience_counter >= config.early_stopping_patience,
+        "early_stopped": any(s.early_stopping_patience_counter >= patience for s in stoppers),
         "eval_steps": eval_steps,
         "eval_history": history,
         "train_pairs": len(train_rows),
@@ -243,7 +245,7 @@ def _sft_config(config: TrainConfig, checkpoints: Path, eval_steps: int, *, cuda
         save_strategy="steps",
         save_steps=eval_steps,
         save_total_limit=2,
-        load_best_model_at_end=True,
+        load_best_model_at_end=config.early_stopping_patience > 0,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=max(1, eval_steps // 2),

@@ -88,6 +88,22 @@ def corrections(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+CHRF_RETRAIN_GATES = """
+accuracy_improvement: {metric: chrf, min_relative: -0.02}
+general_regression: {metric: chrf, max_relative_drop: 0.05}
+corrections: {metric: chrf, min_relative: 0.10}
+"""
+
+
+@pytest.fixture(scope="module")
+def chrf_gates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The retrain gates judged on chrF: a scripted upstream over HTTP gives no perplexity, so the
+    default retrain gates (on perplexity) would all be skipped there."""
+    path = tmp_path_factory.mktemp("gates") / "retrain_chrf.yaml"
+    path.write_text(RETRAIN_GATES.read_text(encoding="utf-8") + CHRF_RETRAIN_GATES, encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def upstream(dataset: Path) -> Any:
     golden = {item.question: item.reference for item in load_eval_data(dataset).all()}
@@ -108,12 +124,12 @@ def report_of(out: Path) -> dict[str, Any]:
 
 
 def test_a_retrain_that_learned_the_corrections_passes_the_retrain_gates_against_its_parent(
-    dataset: Path, upstream: str, corrections: Path, tmp_path: Path
+    dataset: Path, upstream: str, corrections: Path, chrf_gates: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     code, output = run_eval(
         *eval_args(dataset, upstream, out, "--adapter", "child@v2", "--baseline", "parent@v1",
-                   "--corrections", corrections, "--gates", RETRAIN_GATES)
+                   "--corrections", corrections, "--gates", chrf_gates)
     )  # fmt: skip
     assert code == 0, output
     report = report_of(out)
@@ -143,12 +159,12 @@ def test_a_retrain_that_learned_the_corrections_passes_the_retrain_gates_against
 
 
 def test_a_retrain_that_did_not_learn_the_corrections_fails_only_that_gate(
-    dataset: Path, upstream: str, corrections: Path, tmp_path: Path
+    dataset: Path, upstream: str, corrections: Path, chrf_gates: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     code, output = run_eval(
         *eval_args(dataset, upstream, out, "--adapter", "stale@v2", "--baseline", "parent@v1",
-                   "--corrections", corrections, "--gates", RETRAIN_GATES)
+                   "--corrections", corrections, "--gates", chrf_gates)
     )  # fmt: skip
     assert code == 1, output
     report = report_of(out)
@@ -182,14 +198,14 @@ def test_without_a_baseline_the_gates_compare_with_the_base_and_corrections_are_
 
 
 def test_evaluate_returns_the_report_and_exit_code_without_the_command_line(
-    dataset: Path, upstream: str, corrections: Path, tmp_path: Path
+    dataset: Path, upstream: str, corrections: Path, chrf_gates: Path, tmp_path: Path
 ) -> None:
     def no_engine(base_model: str | None, adapters: list[str]) -> Any:
         raise AssertionError("an --endpoint run never starts the in-process engine")
 
     hooks = EvalHooks(in_process=no_engine, database_url=lambda: f"sqlite:///{tmp_path / 'ab.db'}")
     options = EvalOptions(
-        dataset=dataset, out=tmp_path / "out", gates=RETRAIN_GATES, adapters=["child@v2"],
+        dataset=dataset, out=tmp_path / "out", gates=chrf_gates, adapters=["child@v2"],
         endpoint=upstream, base="base-model", limit=4, bootstrap=20, progress=False,
         baseline="parent@v1", corrections=corrections,
     )  # fmt: skip

@@ -199,3 +199,31 @@ def test_looping_answers_are_flagged_and_golden_answers_are_not() -> None:
     assert not repetitive("Perlu. Kalau Anda menerima penghasilan di Indonesia, Anda punya kewajiban pajak.")
     seeds = (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
     assert not any(repetitive(json.loads(line)["golden_answer"]) for line in seeds)
+
+
+def test_a_perplexity_gate_counts_a_fall_as_the_gain() -> None:
+    from training.evaluation.gates import evaluate_gates, load_gates
+
+    def variant(label: str, test: float, general: float, corrected: float) -> dict:  # type: ignore[type-arg]
+        def block(value: float) -> dict:  # type: ignore[type-arg]
+            return {"n": 5, "perplexity": {"value": value}, "chrf": {"value": 10.0}}
+
+        return {
+            "label": label,
+            "test": {**block(test), "consistency": {"value": 1.0}, "register_fit": {"value": None}},
+            "general": block(general),
+            "corrections": {**block(corrected), "n": 2},
+            "unknown": {"no_hallucination": {"value": None}},
+            "critical_errors": 0,
+        }
+
+    from training.evaluation.gates import RETRAIN_GATES
+
+    config = load_gates(RETRAIN_GATES)
+    learned = {"base": variant("baseline p@v1", 40.0, 50.0, 80.0), "c@v2": variant("c@v2", 40.0, 51.0, 60.0)}
+    gates = {g["name"]: g for g in evaluate_gates(config, learned, {})}
+    assert gates["corrections"]["status"] == "pass" and gates["corrections"]["value"] == 0.25
+    assert gates["general_regression"]["status"] == "pass" and gates["general_regression"]["value"] == -0.02
+    forgot = {"base": variant("baseline p@v1", 40.0, 50.0, 80.0), "c@v2": variant("c@v2", 44.0, 60.0, 79.0)}
+    failed = {g["name"] for g in evaluate_gates(config, forgot, {}) if g["status"] == "fail"}
+    assert failed == {"corrections", "general_regression", "accuracy_improvement"}

@@ -30,7 +30,8 @@ from training.evaluation.cli import EvalHooks
 from training.evaluation.gates import GATES
 from training.retrain import Pipeline, RetrainOutcome, retrain
 from training.retrain_config import STEPS, RetrainOptions
-from training.retrain_steps import default_name, pick_parent
+from training.retrain_focus import write_focus_view
+from training.retrain_steps import default_name, gate_summary, pick_parent
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "retrain-admin-token-0123456789"
@@ -207,6 +208,78 @@ def test_parent_is_live_then_canary_then_newest_not_rejected(sqlite_url: str, ad
     assert pick_parent("zantara", None, "zantara@v3", entries).key == "zantara@v3"  # type: ignore[union-attr]
     assert pick_parent("zantara", None, "zantara@v4", entries).key == "zantara@v3"  # type: ignore[union-attr]
     assert pick_parent("new", None, None, entries) is None
+
+
+def _chat_row(question: str, answer: str, source: str) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "meta": {"source": source},
+    }
+
+
+def test_focus_view_holds_the_corrections_repeated_and_a_replay_sample(tmp_path: Path) -> None:
+    """Continuing a parent trains on the new corrections x repeat plus a seeded replay of the train
+    split, validated on a sample of the validation split; the manifest says so and keeps the version."""
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    train = [_chat_row(f"q{i}", f"a{i}", "variation") for i in range(40)]
+    train.append(_chat_row("Boleh buka rekening?", "Boleh, dengan KITAS.", "correction"))
+    for name, rows in (
+        ("train", train),
+        ("validation", [_chat_row(f"v{i}", f"b{i}", "variation") for i in range(30)]),
+        ("test", [_chat_row("SPT nihil?", "Tetap wajib lapor.", "correction")]),
+    ):
+        (dataset / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (dataset / "manifest.json").write_text(json.dumps({"version": "ds-1", "counts": {}}), encoding="utf-8")
+    corrections = tmp_path / "corrections.jsonl"
+    asked = [
+        {"id": 1, "question": "Boleh buka rekening?", "answer": "Boleh, dengan KITAS."},
+        {"id": 2, "question": "SPT nihil?", "answer": "Tetap wajib lapor."},
+        {"id": 3, "question": "Dropped by the build?", "answer": "Still trained on."},
+    ]
+    corrections.write_text("".join(json.dumps(item) + "\n" for item in asked), encoding="utf-8")
+
+    def view() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        note = write_focus_view(dataset, corrections, tmp_path / "view", repeat=3, replay=10, validation=5)
+        read = [
+            [json.loads(line) for line in (tmp_path / "view" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("train", "validation")
+        ]
+        assert note["train_rows"] == len(read[0])
+        return read[0], read[1], note
+
+    rows, validation, note = view()
+    questions = [row["messages"][1]["content"] for row in rows]
+    for item in asked:
+        assert questions.count(item["question"]) == 3
+    replayed = [q for q in questions if q.startswith("q")]
+    assert len(replayed) == len(set(replayed)) == 10 and len(rows) == 19
+    assert (
+        next(r for r in rows if r["messages"][1]["content"] == "SPT nihil?")["meta"]["source"] == "correction"
+    )
+    assert len(validation) == 5 and all(r["messages"][1]["content"].startswith("v") for r in validation)
+    manifest = json.loads((tmp_path / "view" / "manifest.json").read_text())
+    assert manifest["version"] == "ds-1"
+    assert manifest["training_view"]["corrections"] == 3 and manifest["training_view"]["replay_pairs"] == 10
+    assert (note["corrections_repeat"], note["validation_pairs"]) == (3, 5)
+    again, _, _ = view()
+    assert again == rows  # seeded: a resumed run trains on the same view
+
+
+def test_gate_summary_keeps_the_candidates_scores() -> None:
+    """The registry's gate report keeps the candidate's test fact precision and consistency."""
+    test = {"fact_precision": {"value": 0.5}, "consistency": {"value": 0.9}}
+    report = {
+        "passed": True,
+        "baseline": "z@v1",
+        "gates": [],
+        "variants": {"base": {"test": {}}, "z@v1": {"test": {}}, "z@v2": {"test": test}},
+    }
+    assert gate_summary(report)["scores"] == {"fact_precision": 0.5, "consistency": 0.9}
 
 
 def test_nothing_new_exits_3(

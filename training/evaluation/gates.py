@@ -20,7 +20,10 @@ from training.evaluation.sources import BASE
 
 DEFAULT_GATES = REPO / "data" / "eval" / "gates.yaml"
 RETRAIN_GATES = REPO / "data" / "eval" / "retrain_gates.yaml"
-ACCURACY_METRICS = ("chrf", "bleu", "exact_match", "fact_precision")
+ACCURACY_METRICS = ("chrf", "bleu", "exact_match", "fact_precision", "perplexity")
+LOWER_IS_BETTER = ("perplexity",)
+"""Metrics whose improvement is a fall: their relative change counts the other way round."""
+NO_PERPLEXITY = "perplexity unavailable (the server gives no prompt log-probabilities)"
 GATES: dict[str, dict[str, float | str]] = {
     "accuracy_improvement": {"metric": "chrf", "min_relative": 0.20},
     "general_regression": {"metric": "chrf", "max_relative_drop": 0.05},
@@ -139,16 +142,20 @@ def _skipped(threshold: float | None, detail: str) -> dict[str, Any]:
     return {"value": None, "threshold": threshold, "status": "skipped", "detail": detail}
 
 
-def _relative(base: float | None, tuned: float | None) -> float | None:
+def _relative(base: float | None, tuned: float | None, metric: str = "chrf") -> float | None:
+    """The adapter's relative gain over the base on `metric` (a fall in perplexity is a gain)."""
     if base is None or tuned is None or base == 0:
         return None
-    return (tuned - base) / abs(base)
+    gain = (tuned - base) / abs(base)
+    return -gain if metric in LOWER_IS_BETTER else gain
 
 
 def _improvement(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     metric, threshold = settings["metric"], float(settings["min_relative"])
     before, after = base["test"][metric]["value"], tuned["test"][metric]["value"]
-    change = _relative(before, after)
+    if metric in LOWER_IS_BETTER and (before is None or after is None):
+        return _skipped(threshold, NO_PERPLEXITY)
+    change = _relative(before, after, metric)
     detail = f"{metric} on the test split: {base['label']} {before}, adapter {after}"
     if change is None:
         passed = after is not None and after > (before or 0)
@@ -161,7 +168,9 @@ def _corrections(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str
     if "corrections" not in tuned:
         return _skipped(threshold, "no corrected questions given (--corrections FILE)")
     before, after = base["corrections"][metric]["value"], tuned["corrections"][metric]["value"]
-    change = _relative(before, after)
+    if metric in LOWER_IS_BETTER and (before is None or after is None):
+        return _skipped(threshold, NO_PERPLEXITY)
+    change = _relative(before, after, metric)
     detail = (
         f"{metric} on the {tuned['corrections']['n']} corrected questions: "
         f"{base['label']} {before}, adapter {after}"
@@ -177,7 +186,9 @@ def _regression(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str,
     if not base["general"]["n"]:
         return _skipped(threshold, "the general-Indonesian set is empty")
     before, after = base["general"][metric]["value"], tuned["general"][metric]["value"]
-    change = _relative(before, after)
+    if metric in LOWER_IS_BETTER and (before is None or after is None):
+        return _skipped(threshold, NO_PERPLEXITY)
+    change = _relative(before, after, metric)
     detail = f"{metric} on the general-Indonesian set: {base['label']} {before}, adapter {after}"
     if change is None:
         return _result(None, threshold, (after or 0) >= (before or 0), detail)
@@ -188,7 +199,7 @@ def _perplexity(base: dict[str, Any], tuned: dict[str, Any], settings: dict[str,
     threshold = float(settings["max_ratio"])
     before, after = base["test"]["perplexity"]["value"], tuned["test"]["perplexity"]["value"]
     if before is None or after is None:
-        return _skipped(threshold, "perplexity unavailable (the server gives no prompt log-probabilities)")
+        return _skipped(threshold, NO_PERPLEXITY)
     ratio = after / before
     return _result(
         ratio,

@@ -50,7 +50,7 @@ async def collect(
                 return text
 
             answers[variant.key] = list(await asyncio.gather(*(ask(item) for item in items)))
-        scored = [item for item in items if item.set in ("test", "general")]
+        scored = [item for item in items if item.set in ("test", "general", "corrections")]
         task = bar.add_task("perplexity", total=len(scored) * len(variants), stats="golden answers")
         nll = await source.golden_nll(variants, scored, lambda: bar.advance(task))
     if nll is None:
