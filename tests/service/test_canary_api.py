@@ -78,12 +78,20 @@ async def test_a_registered_version_is_hot_loaded_on_every_replica_and_becomes_t
             "live_adapter"
         ] == "zantara-demo@v1"
 
+        # the hot-load happens while users chat: no request is dropped or fails
+        during = [
+            asyncio.create_task(
+                one.post("/v1/chat/completions", json=chat_body(max_tokens=4, user=f"busy-{i}"))
+            )
+            for i in range(12)
+        ]
         started = await one.put(
             "/admin/rollout",
             headers=admin_headers(),
             json={"percentage": 30, "adapter": key, "reason": "weekly"},
         )
         assert started.status_code == 200, started.text
+        assert [r.status_code for r in await asyncio.gather(*during)] == [200] * 12
         body = started.json()
         assert (body["adapter"], body["live_adapter"], body["percentage"]) == (key, "zantara-demo@v1", 30)
         assert key in body["adapters_loaded"]
