@@ -366,13 +366,14 @@ def _request_body(prompt: PreparedPrompt, sampling: SamplingParams, model: str) 
 async def _deltas(response: httpx.Response, prompt: PreparedPrompt) -> AsyncGenerator[Delta, None]:
     """The answer's pieces from the upstream's server-sent events; the last carries the finish reason
     and the usage the upstream reports after it (the prompt's count goes into `prompt.counted`)."""
-    pieces, finish, usage = 0, None, None
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+    pieces, finish, usage, done = 0, None, None, False
+    async for line in response.aiter_lines():  # read to the end: only a whole response frees its connection
+        if done or not line.startswith("data:"):
             continue
         payload = line[len("data:") :].strip()
         if payload == "[DONE]":
-            break
+            done = True
+            continue
         try:
             chunk = json.loads(payload)
         except ValueError:
