@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +20,7 @@ from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from service.app import DEMO_ADAPTER, create_app
 from service.settings import Settings
-from tests.postgres import fresh_database, session_server
+from tests.postgres import free_port, fresh_database, session_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,6 +151,25 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         ) as client:
             await wait_ready(client)
             yield client
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """The app behind a real uvicorn on a free port (real sockets: a client can really go away)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    url = f"http://127.0.0.1:{server.config.port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            await wait_ready(client)
+        yield url
+    finally:
+        server.should_exit = True
+        await task
 
 
 def admin_headers() -> dict[str, str]:

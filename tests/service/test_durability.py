@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,8 +21,7 @@ from feedback.models import Interaction, Rating
 from service.app import create_app
 from service.chat import CANCELLED
 from service.state import ServiceState
-from tests.conftest import running, wait_ready
-from tests.postgres import free_port
+from tests.conftest import running, served
 from tests.service.helpers import chat_body, parse_sse, row_counts
 from tests.service.test_health_metrics import total
 
@@ -33,25 +30,6 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/postgres?connect_timeou
 
 def _state(app: FastAPI) -> ServiceState:
     return app.state.zantara  # type: ignore[no-any-return]
-
-
-@asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn on a free port (real sockets: a client can really go away)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    url = f"http://127.0.0.1:{server.config.port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            await wait_ready(client)
-        yield url
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:

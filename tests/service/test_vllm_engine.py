@@ -10,14 +10,11 @@ import json
 import shutil
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from service.app import create_app
 from service.engines.base import (
@@ -32,8 +29,7 @@ from service.engines.base import (
 )
 from service.engines.vllm import LoraIds, VLLMEngine
 from service.settings import Settings
-from tests.conftest import running, wait_ready
-from tests.postgres import free_port
+from tests.conftest import running, served
 from tests.service import fake_vllm
 from tests.service.helpers import QUESTION, chat_body, parse_sse, stream_text
 
@@ -389,22 +385,3 @@ async def test_the_app_reports_unready_while_vllm_is_missing(
             await asyncio.sleep(0.02)
         assert ready.status_code == 503 and "error" in ready.json()
         assert (await client.get("/healthz")).status_code == 200
-
-
-@asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn on a free port (a client can really go away)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    url = f"http://127.0.0.1:{server.config.port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            await wait_ready(client)
-        yield url
-    finally:
-        server.should_exit = True
-        await task
