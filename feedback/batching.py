@@ -4,7 +4,8 @@ for one each, which is what makes durable writes fast at high concurrency."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -13,15 +14,19 @@ R = TypeVar("R")
 
 
 class GroupCommit(Generic[T, R]):
-    """Hands items submitted concurrently to `handle` in batches (up to `in_flight` batches at a time,
-    each in a worker thread of its own pool); each caller gets its own item's result, or the batch's
-    exception. Items that must keep their order must not be in flight together (callers serialise them).
+    """Hands items submitted concurrently to `handle` in batches (up to `in_flight` batches at a time);
+    each caller gets its own item's result, or the batch's exception. Items that must keep their order
+    must not be in flight together (callers serialise them).
 
-    The pool is its own so that `in_flight` batches really can wait on their commits together: the
-    event loop's default pool has only `cpu_count + 4` threads, shared with every other `to_thread`."""
+    A coroutine `handle` is awaited on the event loop; a plain one runs in a worker thread of a pool of
+    its own, so that `in_flight` batches really can wait on their commits together: the event loop's
+    default pool has only `cpu_count + 4` threads, shared with every other `to_thread`."""
 
     def __init__(
-        self, handle: Callable[[list[T]], list[R]], max_batch: int = 256, in_flight: int = 1
+        self,
+        handle: Callable[[list[T]], list[R]] | Callable[[list[T]], Awaitable[list[R]]],
+        max_batch: int = 256,
+        in_flight: int = 1,
     ) -> None:
         self._handle = handle
         self._max_batch = max_batch
@@ -46,9 +51,7 @@ class GroupCommit(Generic[T, R]):
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self._threads, self._handle, [item for item, _ in batch]
-                )
+                results = await self._run([item for item, _ in batch])
             except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
                 for _, future in batch:
                     if not future.done():
@@ -57,6 +60,11 @@ class GroupCommit(Generic[T, R]):
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
+
+    async def _run(self, items: list[T]) -> list[R]:
+        if inspect.iscoroutinefunction(self._handle):
+            return await self._handle(items)  # type: ignore[no-any-return]
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._handle, items)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         """Wait for the batches already queued, then stop the worker threads."""

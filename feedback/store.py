@@ -136,8 +136,9 @@ class UnknownInteractionError(LookupError):
     """No interaction has this id."""
 
 
-def _insert_new(connection: Connection, records: Sequence[InteractionRecord]) -> None:
-    """Insert the interactions whose id is not stored yet (one statement, idempotent)."""
+def insert_interactions(connection: Connection, records: Sequence[InteractionRecord]) -> None:
+    """Insert the interactions whose id is not stored yet, in the transaction open on `connection`
+    (one statement, idempotent)."""
     if not records:
         return
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
@@ -148,7 +149,7 @@ def _insert_new(connection: Connection, records: Sequence[InteractionRecord]) ->
 def save_interactions(sessions: sessionmaker[Session], records: Sequence[InteractionRecord]) -> None:
     """Store interactions (committed on return); ids already stored are left as they are."""
     with sessions.begin() as session:
-        _insert_new(session.connection(), records)
+        insert_interactions(session.connection(), records)
 
 
 def save_interaction(sessions: sessionmaker[Session], record: InteractionRecord) -> None:
@@ -162,68 +163,72 @@ def apply_ratings(
     interactions: Sequence[InteractionRecord] = (),
 ) -> list[StoredRating | None]:
     """Apply ratings in order in one transaction, first inserting `interactions` not stored yet (those
-    known only to this replica). Returns, per write, what was stored, or None for an unknown id.
-
-    SQLAlchemy Core on the session's connection, not the ORM: this runs once per group-committed batch
-    on the hot path of `POST /v1/feedback`, and the ORM's bulk machinery cost more CPU than the database."""
+    known only to this replica). Returns, per write, what was stored, or None for an unknown id."""
     with sessions.begin() as session:
-        connection = session.connection()
-        _insert_new(connection, interactions)
-        ids = sorted({w.interaction_id for w in writes})
-        found = connection.execute(_CURRENT, {"ids": ids}).all()
-        variants = {row.id: row.variant for row in found}
-        served = {
-            row.id: (adapter_key(row.adapter_name, row.adapter_version), row.target or "") for row in found
+        return apply_ratings_on(session.connection(), writes, interactions)
+
+
+def apply_ratings_on(
+    connection: Connection,
+    writes: Sequence[RatingWrite],
+    interactions: Sequence[InteractionRecord] = (),
+) -> list[StoredRating | None]:
+    """`apply_ratings` inside the transaction open on `connection` (the caller commits).
+
+    SQLAlchemy Core, not the ORM: this runs once per group-committed batch on the hot path of
+    `POST /v1/feedback`, and the ORM's bulk machinery cost more CPU than the database."""
+    insert_interactions(connection, interactions)
+    ids = sorted({w.interaction_id for w in writes})
+    found = connection.execute(_CURRENT, {"ids": ids}).all()
+    variants = {row.id: row.variant for row in found}
+    served = {row.id: (adapter_key(row.adapter_name, row.adapter_version), row.target or "") for row in found}
+    existing = {row.id: (row[2], row.stars) for row in found if row[2] is not None}
+    stars_now = {key: stars for key, (_, stars) in existing.items()}
+    latest: dict[str, RatingWrite] = {}
+    first_at: dict[str, datetime] = {}
+    results: list[StoredRating | None] = []
+    for write in writes:
+        key = write.interaction_id
+        if key not in variants:
+            results.append(None)
+            continue
+        replaced = stars_now.get(key)
+        stars_now[key] = write.stars
+        latest[key] = write
+        first_at.setdefault(key, write.rated_at)
+        needs_review = write.stars < REVIEW_THRESHOLD
+        results.append(
+            StoredRating(key, write.stars, write.comment, variants[key], replaced, needs_review, *served[key])
+        )
+    new = [
+        {
+            "interaction_id": k,
+            "stars": w.stars,
+            "comment": w.comment,
+            "created_at": first_at[k],
+            "updated_at": w.rated_at,
         }
-        existing = {row.id: (row[2], row.stars) for row in found if row[2] is not None}
-        stars_now = {key: stars for key, (_, stars) in existing.items()}
-        latest: dict[str, RatingWrite] = {}
-        first_at: dict[str, datetime] = {}
-        results: list[StoredRating | None] = []
-        for write in writes:
-            key = write.interaction_id
-            if key not in variants:
-                results.append(None)
-                continue
-            replaced = stars_now.get(key)
-            stars_now[key] = write.stars
-            latest[key] = write
-            first_at.setdefault(key, write.rated_at)
-            needs_review = write.stars < REVIEW_THRESHOLD
-            results.append(
-                StoredRating(
-                    key, write.stars, write.comment, variants[key], replaced, needs_review, *served[key]
-                )
-            )
-        new = [
-            {
-                "interaction_id": k,
-                "stars": w.stars,
-                "comment": w.comment,
-                "created_at": first_at[k],
-                "updated_at": w.rated_at,
-            }
-            for k, w in latest.items()
-            if k not in existing
-        ]
-        changed = [
-            {
-                "rating_id": existing[k][0],
-                "new_stars": w.stars,
-                "new_comment": w.comment,
-                "rated_at": w.rated_at,
-            }
-            for k, w in latest.items()
-            if k in existing
-        ]
-        if new:
-            connection.execute(insert(RATINGS), new)
-        if changed:
-            connection.execute(_CHANGE_RATING, changed)
-        if latest:
-            low = [k for k, w in latest.items() if w.stars < REVIEW_THRESHOLD]
-            connection.execute(_FLAG_REVIEW, {"rated": list(latest), "low": low})
-        return results
+        for k, w in latest.items()
+        if k not in existing
+    ]
+    changed = [
+        {
+            "rating_id": existing[k][0],
+            "new_stars": w.stars,
+            "new_comment": w.comment,
+            "rated_at": w.rated_at,
+        }
+        for k, w in latest.items()
+        if k in existing
+    ]
+    if new:
+        connection.execute(insert(RATINGS), new)
+    if changed:
+        connection.execute(_CHANGE_RATING, changed)
+    if latest:
+        low = [k for k, w in latest.items() if w.stars < REVIEW_THRESHOLD]
+        connection.execute(_FLAG_REVIEW, {"rated": list(latest), "low": low})
+    return results
 
 
 def rate_interaction(

@@ -23,10 +23,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.batching import GroupCommit
@@ -38,10 +39,13 @@ from feedback.store import (
     StoredRating,
     UnknownInteractionError,
     apply_ratings,
-    save_interactions,
+    apply_ratings_on,
+    insert_interactions,
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,15 @@ class FeedbackWriter:
         *,
         buffer_limit: int = 10_000,
         batch_size: int = 256,
-        commit_in_flight: int = 4,
+        commit_in_flight: int = 2,
         retry_s: float = 1.0,
         orphan_ttl_s: float = 86_400.0,
         on_rating: Callable[[StoredRating], None] | None = None,
         on_drop: Callable[[Kind], None] | None = None,
+        async_database: AsyncEngine | None = None,
     ) -> None:
         self._sessions = sessions
+        self._async_database = async_database
         self._spool = Spool(spool_path)
         self._buffer: dict[str, InteractionRecord] = {}
         self._buffer_limit = buffer_limit
@@ -209,14 +215,23 @@ class FeedbackWriter:
         if record is not None and self._buffer.get(record.id) is record:
             del self._buffer[record.id]
 
-    def _commit_ratings(
+    async def _commit_ratings(
         self, items: list[tuple[RatingWrite, InteractionRecord | None]]
     ) -> list[StoredRating | None]:
-        results = apply_ratings(self._sessions, [w for w, _ in items], [r for _, r in items if r is not None])
+        writes, records = [w for w, _ in items], [r for _, r in items if r is not None]
+        results = await self._transaction(apply_ratings_on, writes, records)
         for stored in results:
             if stored is not None:
                 self._on_rating(stored)
         return results
+
+    async def _transaction(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(connection, *args)` in one committed transaction: awaited on the event loop through
+        the asyncio engine (PostgreSQL), else in a worker thread (SQLite)."""
+        if self._async_database is not None:
+            async with self._async_database.begin() as connection:
+                return await connection.run_sync(work, *args)
+        return await asyncio.to_thread(_in_session, self._sessions, work, *args)
 
     def _append(self, groups: list[list[Entry]]) -> list[None]:
         self._spool.append([entry for group in groups for entry in group])
@@ -247,7 +262,7 @@ class FeedbackWriter:
         batch = list(self._buffer.values())[: self._batch_size]
         if batch and self._db_up:
             try:
-                await asyncio.to_thread(save_interactions, self._sessions, batch)
+                await self._transaction(insert_interactions, batch)
             except SQLAlchemyError as error:
                 self._mark_down(error)
             else:
@@ -318,3 +333,8 @@ class FeedbackWriter:
                 deferred.append(entry)
         self._spool.settle(done, deferred, defer_s=max(5.0, self._retry_s))
         return len(entries) == self._batch_size
+
+
+def _in_session(sessions: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
+    with sessions.begin() as session:
+        return work(session.connection(), *args)

@@ -48,6 +48,11 @@ def _matches(token: bytes | None, secrets: list[str]) -> bool:
 
 async def require_api_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """When `ZANTARA_API_KEYS` is set, `/v1` needs one of them as a bearer token."""
+    check_api_key(state, authorization)
+
+
+def check_api_key(state: ServiceState, authorization: str | None) -> None:
+    """Raise the 401 of `require_api_key` unless `authorization` carries an API key (or none is set)."""
     keys = state.settings.api_keys
     if keys and not _matches(_bearer(authorization), keys):
         raise APIError(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -207,20 +206,10 @@ def request_limits_of(settings: Settings) -> RequestLimits:
 
 
 def install_limits(app: FastAPI, settings: Settings) -> None:
-    """Add the limit middlewares (body size outermost) and state the limits in the OpenAPI schema."""
+    """Add the limit middlewares (body size outermost); `state_limits` states them in the OpenAPI schema."""
     limits = request_limits_of(settings)
     app.add_middleware(ChatRequestLimits, limits=limits, max_streams=settings.max_streams_per_key)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.openapi = _openapi_with_limits(app, limits)  # type: ignore[method-assign]
-
-
-def _openapi_with_limits(app: FastAPI, limits: RequestLimits) -> Callable[[], dict[str, Any]]:
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = state_limits(FastAPI.openapi(app), limits)
-        return app.openapi_schema
-
-    return openapi
 
 
 def state_limits(schema: dict[str, Any], limits: RequestLimits) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine as DatabaseEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.writer import FeedbackWriter
@@ -36,8 +37,14 @@ class ServiceState:
     """Held while a version is hot-loaded, so concurrent requests for it load it once."""
 
 
-def feedback_writer(settings: Settings, sessions: sessionmaker[Session], metrics: Metrics) -> FeedbackWriter:
-    """The interaction/rating writer, spooling under `var_dir/spool/`, counted in `metrics`."""
+def feedback_writer(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    metrics: Metrics,
+    async_database: AsyncEngine | None = None,
+) -> FeedbackWriter:
+    """The interaction/rating writer, spooling under `var_dir/spool/`, counted in `metrics`; ratings are
+    committed through `async_database` when there is one (PostgreSQL)."""
     writer = FeedbackWriter(
         sessions,
         settings.var_dir / "spool" / "feedback.sqlite3",
@@ -46,6 +53,7 @@ def feedback_writer(settings: Settings, sessions: sessionmaker[Session], metrics
         orphan_ttl_s=settings.spool_orphan_ttl_s,
         on_rating=metrics.count_rating,
         on_drop=lambda kind: metrics.feedback_dropped.labels(kind).inc(),
+        async_database=async_database,
     )
     metrics.watch_feedback(writer)
     return writer

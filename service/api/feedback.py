@@ -1,22 +1,33 @@
-"""`POST /v1/feedback`: a 1-5 star rating of an answer, acknowledged once durably stored."""
+"""`POST /v1/feedback`: a 1-5 star rating of an answer, acknowledged once durably stored.
+
+The route is a plain Starlette route in the FastAPI app, documented in the OpenAPI schema by `document`
+from the same pydantic models it validates with. Ratings arrive in bursts from every chat user, and
+FastAPI's per-request machinery (dependency solving, body parsing, two exit stacks) cost more CPU than
+storing the rating: measured on this 2-core machine, a FastAPI route with this body and the API-key
+dependency answered 1,450-1,530 requests/s doing nothing, a Starlette route validating the same body
+3,060-3,670/s. The checks are the same: the API key (`check_api_key`), the body (`FeedbackRequest`,
+errors raised as FastAPI's `RequestValidationError`, so they get the one error envelope), the body size
+(the limit middleware)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
 
 from feedback.store import RatingWrite, UnknownInteractionError
-from service.deps import StateDep, require_api_key
+from service.deps import check_api_key, state_of
 from service.errors import APIError
-from service.protocol import ErrorResponse
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["feedback"], dependencies=[Depends(require_api_key)])
+PATH = "/v1/feedback"
 
 
 class FeedbackRequest(BaseModel):
@@ -45,27 +56,26 @@ class FeedbackResponse(BaseModel):
     )
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"model": FeedbackResponse},
-    **{code: {"model": ErrorResponse} for code in (404, 422, 503)},
-}
-
-
-@router.post(
-    "/feedback",
-    response_model=FeedbackResponse,
-    responses=RESPONSES,
-)
-async def submit_feedback(body: FeedbackRequest, state: StateDep) -> Response:
+async def submit_feedback(request: Request) -> Response:
     """Store (or replace) the rating, acknowledged only once committed or durably spooled; 404 for an
-    id unknown to the database and to this replica. The answer is serialised here: FastAPI would validate
-    the `FeedbackResponse` built just below all over again before serialising it."""
-    write = RatingWrite(body.response_id, body.rating, body.comment)
+    id unknown to the database and to this replica."""
+    state = state_of(request)
+    check_api_key(state, request.headers.get("authorization"))
+    body = await request.body()
+    try:
+        feedback = FeedbackRequest.model_validate_json(body)
+    except ValidationError as error:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        raise RequestValidationError(errors, body=body) from None
+    write = RatingWrite(feedback.response_id, feedback.rating, feedback.comment)
     try:
         outcome = await state.feedback.rate(write)
     except UnknownInteractionError:
         raise APIError(
-            404, f"No answer with id {body.response_id!r}.", code="response_not_found", param="response_id"
+            404,
+            f"No answer with id {write.interaction_id!r}.",
+            code="response_not_found",
+            param="response_id",
         ) from None
     except (OSError, SQLAlchemyError) as error:
         log.error("could not store or spool a rating: %s", type(error).__name__)
@@ -82,3 +92,50 @@ async def submit_feedback(body: FeedbackRequest, state: StateDep) -> Response:
         status="queued" if outcome.queued else "stored",
     )
     return Response(answer.model_dump_json(), 202 if outcome.queued else 200, media_type="application/json")
+
+
+def install(app: FastAPI) -> None:
+    """Add the route to `app` (its OpenAPI entry comes from `document`)."""
+    app.router.add_route(
+        PATH, submit_feedback, methods=["POST"], name="submit_feedback", include_in_schema=False
+    )
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the operation and its models to FastAPI's OpenAPI document, as FastAPI would state them."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (FeedbackRequest, FeedbackResponse):
+        components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    answer = _json_body(FeedbackResponse.__name__)
+    error = _json_body("ErrorResponse")
+    schema.setdefault("paths", {})[PATH] = {
+        "post": {
+            "tags": ["feedback"],
+            "summary": "Submit Feedback",
+            "description": submit_feedback.__doc__,
+            "operationId": "submit_feedback_v1_feedback_post",
+            "parameters": [
+                {
+                    "name": "authorization",
+                    "in": "header",
+                    "required": False,
+                    "description": "`Bearer <key>`, one of `ZANTARA_API_KEYS` when they are set.",
+                    "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Authorization"},
+                }
+            ],
+            "requestBody": {"required": True, **_json_body(FeedbackRequest.__name__)},
+            "responses": {
+                "200": {"description": "Stored", **answer},
+                "202": {"description": "Queued in the spool while the database is away", **answer},
+                "401": {"description": "Invalid or missing API key", **error},
+                "404": {"description": "No answer with this id", **error},
+                "422": {"description": "Invalid body", **error},
+                "503": {"description": "Neither stored nor spooled; send it again", **error},
+            },
+        }
+    }
+    return schema
+
+
+def _json_body(model: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import create_db_engine, make_session_factory
+from feedback.db import create_async_db_engine, create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Interaction, Rating
 from feedback.store import RatingWrite, StoredRating, UnknownInteractionError
@@ -25,6 +26,15 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine = create_db_engine(database_url)
     yield make_session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture
+async def async_database(database_url: str) -> AsyncIterator[AsyncEngine | None]:
+    """The asyncio engine the service commits ratings and interactions through (None on SQLite)."""
+    engine = create_async_db_engine(database_url)
+    yield engine
+    if engine is not None:
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -47,6 +57,8 @@ class Counted:
 
 @pytest.fixture
 async def writer(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterator[FeedbackWriter]:
+    """A writer committing in worker threads through `sessions` (whose bind a test can swap for an
+    unreachable one)."""
     writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=0.05)
     await writer.start()
     yield writer
@@ -121,7 +133,10 @@ async def test_outage_spools_in_order_and_replays_once(
 
 
 async def test_spooled_writes_survive_a_restart(
-    sessions: sessionmaker[Session], unreachable: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Session],
+    async_database: AsyncEngine | None,
+    unreachable: sessionmaker[Session],
+    tmp_path: Path,
 ) -> None:
     spool = tmp_path / "spool.sqlite3"
     down = FeedbackWriter(unreachable, spool, retry_s=0.05)
@@ -131,7 +146,7 @@ async def test_spooled_writes_survive_a_restart(
     await down.rate(RatingWrite("rated", 2, None))
     await down.close(timeout_s=0.2)
 
-    up = FeedbackWriter(sessions, spool, retry_s=0.05)
+    up = FeedbackWriter(sessions, spool, retry_s=0.05, async_database=async_database)
     assert up.spooled()["rating"] == 1 and up.spooled()["interaction"] >= 2
     await up.start()
     await _drain(up)
@@ -172,9 +187,9 @@ async def test_an_orphan_rating_is_dropped_after_its_ttl(
 
 
 async def test_closing_flushes_the_buffer_to_the_database(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Session], async_database: AsyncEngine | None, tmp_path: Path
 ) -> None:
-    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=60)
+    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=60, async_database=async_database)
     await writer.start()
     for name in ("x", "y", "z"):
         writer.record(_record(name))
