@@ -85,7 +85,8 @@ class FeedbackWriter:
         async_database: AsyncEngine | None = None,
     ) -> None:
         self._sessions = sessions
-        self._async_database = async_database
+        self.async_database = async_database
+        """The asyncio engine commits go through (PostgreSQL); None: worker threads through `sessions`."""
         self._spool = Spool(spool_path)
         self._buffer: dict[str, InteractionRecord] = {}
         self._buffer_limit = buffer_limit
@@ -228,8 +229,8 @@ class FeedbackWriter:
     async def _transaction(self, work: Callable[..., T], *args: Any) -> T:
         """`work(connection, *args)` in one committed transaction: awaited on the event loop through
         the asyncio engine (PostgreSQL), else in a worker thread (SQLite)."""
-        if self._async_database is not None:
-            async with self._async_database.begin() as connection:
+        if self.async_database is not None:
+            async with self.async_database.begin() as connection:
                 return await connection.run_sync(work, *args)
         return await asyncio.to_thread(_in_session, self._sessions, work, *args)
 

@@ -102,9 +102,8 @@ class RolloutStore:
 
     def current(self) -> Rollout:
         """The rollout, from cache when fresh enough, else from the database."""
-        with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached_at < self._cache_s:
-                return self._cached
+        if (cached := self.cached()) is not None:
+            return cached
         with self._sessions() as session:
             row = session.get(RolloutState, STATE_ID)
             rollout = (
@@ -115,6 +114,13 @@ class RolloutStore:
         with self._lock:
             self._cached, self._cached_at = rollout, time.monotonic()
         return rollout
+
+    def cached(self) -> Rollout | None:
+        """The rollout while the cache is fresh, else None; never reads the database."""
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached_at < self._cache_s:
+                return self._cached
+        return None
 
     def invalidate(self) -> None:
         """Forget the cached rollout (after a change made by this replica)."""

@@ -87,6 +87,9 @@ class Delta:
     completion_tokens: int
     finish_reason: str | None = None
     cached_tokens: int = 0
+    whole: bool = False
+    """True for a whole answer received at once (`stream(..., whole=True)` from a remote engine): its
+    arrival says nothing of when the first token was generated."""
 
 
 @dataclass
@@ -138,14 +141,22 @@ class Engine(Protocol):
         """Load the model and start serving (called once, in the background, at start-up)."""
         ...
 
+    @property
+    def prepare_blocks(self) -> bool:
+        """True when `prepare` renders and tokenizes here (CPU work kept off the event loop); False when
+        it only hands the messages on (a remote engine's server renders them)."""
+        ...
+
     def prepare(self, messages: list[dict[str, str]], sampling: SamplingParams) -> PreparedPrompt:
         """Render and tokenize `messages`; raise InvalidRequestError if they cannot fit the context."""
         ...
 
     def stream(
-        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
+        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None, *, whole: bool = False
     ) -> AsyncGenerator[Delta, None]:
-        """Generate with the base (`adapter=None`) or the adapter keyed `NAME@VERSION`, piece by piece."""
+        """Generate with the base (`adapter=None`) or the adapter keyed `NAME@VERSION`, piece by piece.
+        With `whole` the caller wants only the whole answer: an engine may then yield it as one `Delta`
+        (a remote engine asks its server for one response instead of a stream of events)."""
         ...
 
     async def load_adapter(self, info: AdapterInfo) -> None:

@@ -162,6 +162,11 @@ class HFEngine:
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos_ids)
 
+    @property
+    def prepare_blocks(self) -> bool:
+        """The chat template is rendered and tokenized here."""
+        return True
+
     def prepare(self, messages: list[dict[str, str]], sampling: SamplingParams) -> PreparedPrompt:
         """Apply the tokenizer's chat template, tokenize, and check prompt + max_tokens fit the context."""
         if self._tokenizer is None:
@@ -169,7 +174,7 @@ class HFEngine:
         return prepare_chat(self._tokenizer, self._context, messages, sampling, self._default_max_tokens)
 
     async def stream(
-        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
+        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None, *, whole: bool = False
     ) -> AsyncGenerator[Delta, None]:
         """Queue the request for the worker and yield its output as it is produced."""
         self._check_serving()

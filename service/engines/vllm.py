@@ -230,6 +230,11 @@ class VLLMEngine:
         self._tokenizer = tokenizer
         log.info("vLLM engine serving %s (context %d tokens)", self._model_path, self._context)
 
+    @property
+    def prepare_blocks(self) -> bool:
+        """The chat template is rendered and tokenized here."""
+        return True
+
     def prepare(self, messages: list[dict[str, str]], sampling: SamplingParams) -> PreparedPrompt:
         """Apply the chat template, tokenize, and check prompt + max_tokens fit the context."""
         if self._tokenizer is None:
@@ -252,7 +257,7 @@ class VLLMEngine:
         )
 
     async def stream(
-        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None
+        self, prompt: PreparedPrompt, sampling: SamplingParams, adapter: str | None, *, whole: bool = False
     ) -> AsyncGenerator[Delta, None]:
         """Generate on the base (`adapter=None`) or the adapter keyed `NAME@VERSION`, delta by delta.
 

@@ -42,6 +42,17 @@ def test_default_until_first_change_then_every_replica_agrees(stores) -> None:  
     assert first.current().percentage == 0
 
 
+def test_the_cached_rollout_is_offered_only_while_fresh(stores) -> None:  # type: ignore[no-untyped-def]
+    """`cached()` never reads the database: chat routing runs on the event loop with it, and goes to a
+    worker thread only when it is None."""
+    caching, uncached = stores
+    assert caching.cached() is None and uncached.cached() is None
+    read = caching.current()
+    assert caching.cached() == read and uncached.current() == read and uncached.cached() is None
+    caching.invalidate()
+    assert caching.cached() is None
+
+
 def test_every_change_is_audited(stores) -> None:  # type: ignore[no-untyped-def]
     store, _ = stores
     store.change(percentage=30, adapter="demo@v1", actor="ops", action="set", reason="start")

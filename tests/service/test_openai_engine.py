@@ -69,6 +69,8 @@ class FakeUpstream:
                 return JSONResponse({"error": self.error}, status_code=self.status)
             if body["model"] not in (BASE, *self.adapters):
                 return JSONResponse({"error": {"message": "no such model", "code": 404}}, status_code=404)
+            if body.get("stream") is False:  # one response, as vLLM answers a non-streaming request
+                return JSONResponse(self._whole())
             return StreamingResponse(self._events(), media_type="text/event-stream")
 
         @app.post("/v1/load_lora_adapter")
@@ -106,6 +108,17 @@ class FakeUpstream:
             finished = True
         finally:
             self.aborted += not finished
+
+    def _whole(self) -> dict[str, object]:
+        text = "".join(f"w{i} " for i in range(self.pieces))
+        usage = {"prompt_tokens": 7, "completion_tokens": self.pieces, "total_tokens": 7 + self.pieces}
+        return {
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+            ],
+            "usage": usage | {"prompt_tokens_details": {"cached_tokens": 4}},
+        }
 
 
 def _event(chunk: dict[str, object]) -> str:
@@ -168,6 +181,19 @@ async def test_discovers_base_and_adapters_and_streams_with_usage(fakes: list[Fa
         3,
     )
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    await engine.close()
+
+
+async def test_a_caller_that_wants_the_whole_answer_gets_one_response(fakes: list[FakeUpstream]) -> None:
+    """`whole=True` (a client that does not stream) asks the upstream for one response, not events,
+    and gets it as one `Delta` whose arrival is not taken for the first token's."""
+    engine = await _engine([fakes[0].url])
+    sampling = SamplingParams(max_tokens=5)
+    prompt = engine.prepare(MESSAGES, sampling)
+    deltas = [d async for d in engine.stream(prompt, sampling, "demo@v1", whole=True)]
+    assert deltas == [Delta("w0 w1 w2 ", 3, "length", 4, whole=True)] and prompt.prompt_tokens == 7
+    sent = fakes[0].chats[0]
+    assert sent["stream"] is False and "stream_options" not in sent and sent["model"] == "demo@v1"
     await engine.close()
 
 
