@@ -44,8 +44,8 @@ class GroupCommit(Generic[T, R]):
             drainer = asyncio.create_task(self._drain())
             self._drainers.add(drainer)
             drainer.add_done_callback(self._drainers.discard)
-        # shielded: a caller that goes away must not cancel the batch other callers wait on
-        return await asyncio.shield(future)
+        # a caller that goes away cancels only its own future: the batch goes on (its item included)
+        return await future
 
     async def _drain(self) -> None:
         while self._queue:
