@@ -48,18 +48,24 @@ class GroupCommit(Generic[T, R]):
         return await future
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            try:
-                results = await self._run([item for item, _ in batch])
-            except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-            else:
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+        """Commit batches until the queue is empty. The drainer leaves `_drainers` in the same step in
+        which it finds the queue empty: a caller woken by its result can submit again before this
+        task's done callbacks run, and must then find a free slot, or its item would wait forever."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                try:
+                    results = await self._run([item for item, _ in batch])
+                except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                else:
+                    for (_, future), result in zip(batch, results, strict=True):
+                        if not future.done():
+                            future.set_result(result)
+        finally:
+            self._drainers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _run(self, items: list[T]) -> list[R]:
         if inspect.iscoroutinefunction(self._handle):
