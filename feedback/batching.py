@@ -43,7 +43,7 @@ class GroupCommit(Generic[T, R]):
         if len(self._drainers) < self._in_flight:
             drainer = asyncio.create_task(self._drain())
             self._drainers.add(drainer)
-            drainer.add_done_callback(self._drainers.discard)
+            drainer.add_done_callback(self._drainers.discard)  # a drainer cancelled before it ran
         # a caller that goes away cancels only its own future: the batch goes on (its item included)
         return await future
 

@@ -167,9 +167,9 @@ class ChatCompletions:
         prompt) they run here: the thread hop alone cost 2 ms of a router tier's added latency."""
         sampling = self._sampling(request)
         state = self._state
-        rollout = state.rollout.cached() if request.model == state.settings.served_model_alias else None
-        routing_reads = request.model == state.settings.served_model_alias and rollout is None
-        if routing_reads or state.engine.prepare_blocks:
+        routed = request.model == state.settings.served_model_alias
+        rollout = state.rollout.cached() if routed else None
+        if (routed and rollout is None) or state.engine.prepare_blocks:
             return await run_in_threadpool(self._prepare_blocking, request, user_key, sampling, rollout)
         return self._prepare_blocking(request, user_key, sampling, rollout)
 

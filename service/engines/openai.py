@@ -5,8 +5,8 @@ one upstream (streamed, or as one response for a client that does not stream), p
 requests in flight (ties in turn), over pooled `httpx2` connections. A request is tried on the next
 upstream only when it never left this process (the connection could not be made, or no pooled
 connection came free in time): once it was sent, the upstream may be generating, so a failure is
-reported, never retried. Closing the stream closes the
-upstream connection, which makes vLLM abort the request.
+reported, never retried. Closing the stream closes the upstream connection, which makes vLLM abort
+the request.
 
 The base model and the adapters come from the upstreams' `GET /v1/models` (adapters carry `parent`;
 their served names are our `NAME@VERSION` keys). Loads and unloads are pushed to every upstream with
@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 
@@ -407,12 +408,8 @@ async def _deltas(response: httpx2.Response, prompt: PreparedPrompt) -> AsyncGen
             finish = choice.get("finish_reason") or finish
     if finish is None:
         raise GenerationError("the upstream ended the stream before the answer was complete")
-    cached = 0
-    if usage:
-        prompt.counted.tokens = int(usage.get("prompt_tokens") or 0)
-        pieces = int(usage.get("completion_tokens") or pieces)
-        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-    yield Delta("", pieces, finish, cached)
+    completion, cached = _counted(usage, prompt, pieces)
+    yield Delta("", completion, finish, cached)
 
 
 async def _whole(response: httpx2.Response, prompt: PreparedPrompt) -> AsyncGenerator[Delta, None]:
@@ -426,10 +423,18 @@ async def _whole(response: httpx2.Response, prompt: PreparedPrompt) -> AsyncGene
         raise GenerationError("the upstream sent an unreadable answer") from None
     if not finish:
         raise GenerationError("the upstream's answer has no finish reason")
-    usage = body.get("usage") or {}
-    prompt.counted.tokens = int(usage.get("prompt_tokens") or 0) if usage else None
+    completion, cached = _counted(body.get("usage"), prompt, 0)
+    yield Delta(text, completion, finish, cached, whole=True)
+
+
+def _counted(usage: dict[str, Any] | None, prompt: PreparedPrompt, pieces: int) -> tuple[int, int]:
+    """(completion tokens, cached prompt tokens) from the upstream's usage, the prompt's count put into
+    `prompt.counted`; without usage, `pieces` and 0."""
+    if not usage:
+        return pieces, 0
+    prompt.counted.tokens = int(usage.get("prompt_tokens") or 0)
     cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-    yield Delta(text, int(usage.get("completion_tokens") or 0), finish, cached, whole=True)
+    return int(usage.get("completion_tokens") or pieces), cached
 
 
 def _message(error: object) -> str:
