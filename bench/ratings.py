@@ -31,7 +31,8 @@ from sqlalchemy.engine import make_url
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Rating
-from feedback.store import InteractionRecord, save_interactions
+from feedback.records import InteractionRecord
+from feedback.store import save_interactions
 from tests.conftest import _demo_fingerprint
 from tests.pg_control import ControlledPostgres, controlled_postgres
 

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
-from feedback.store import REVIEW_THRESHOLD
+from feedback.records import REVIEW_THRESHOLD
 
 MAX_PAGE = 100
 """The most items one page of the queue holds."""

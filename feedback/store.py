@@ -4,23 +4,31 @@ Every write commits before it returns, so a caller acknowledges only what is dur
 are idempotent so that a replay (from the local spool, after a crash between commit and clean-up) is
 harmless: an interaction is inserted only if its id is new, and ratings are applied in their order,
 the last one winning. They take batches so that many concurrent callers share one transaction.
+
+The statements here are SQLAlchemy Core, for SQLite; on PostgreSQL the writes are the single
+statements of `feedback.postgres_writes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import asdict
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import Interaction, Rating, utcnow
-
-REVIEW_THRESHOLD = 3
-"""Ratings under this many stars put the interaction in the review queue."""
+from feedback import postgres_writes
+from feedback.models import Interaction, Rating
+from feedback.records import (
+    REVIEW_THRESHOLD,
+    InteractionRecord,
+    RatedAnswer,
+    RatingBatch,
+    RatingWrite,
+    StoredRating,
+    UnknownInteractionError,
+)
 
 INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
 RATINGS: Table = Rating.__table__  # type: ignore[assignment]
@@ -29,7 +37,7 @@ _CURRENT = (
     select(
         INTERACTIONS.c.id,
         INTERACTIONS.c.variant,
-        RATINGS.c.id,
+        RATINGS.c.id.label("rating_id"),
         RATINGS.c.stars,
         INTERACTIONS.c.adapter_name,
         INTERACTIONS.c.adapter_version,
@@ -38,10 +46,8 @@ _CURRENT = (
     .outerjoin(RATINGS, RATINGS.c.interaction_id == INTERACTIONS.c.id)
     .where(INTERACTIONS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(INTERACTIONS.c.id)
-    .with_for_update(of=INTERACTIONS)
 )
-"""The interactions rated, each with its current rating if any; their rows locked in id order, so that
-replicas rating the same answers at once wait for each other instead of deadlocking."""
+"""The interactions rated, each with its current rating if any (SQLite lets one writer at a time in)."""
 
 _CHANGE_RATING = (
     update(RATINGS)
@@ -57,93 +63,14 @@ _FLAG_REVIEW = (
 statement, not one per interaction."""
 
 
-@dataclass(frozen=True)
-class InteractionRecord:
-    """Everything stored about one served chat completion."""
-
-    id: str
-    user_hash: str | None
-    model_requested: str
-    routed: bool
-    variant: str
-    adapter_name: str | None
-    adapter_version: str | None
-    messages: list[dict[str, Any]]
-    answer: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    ttft_s: float | None
-    params: dict[str, Any]
-    streamed: bool
-    target: str | None = None
-    created_at: datetime = field(default_factory=utcnow)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (for the spool)."""
-        return asdict(self) | {"created_at": self.created_at.isoformat()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> InteractionRecord:
-        """The record `to_json` wrote."""
-        return cls(**(data | {"created_at": datetime.fromisoformat(data["created_at"])}))
-
-
-@dataclass(frozen=True)
-class RatingWrite:
-    """A rating to store: the latest one for an interaction replaces any earlier one."""
-
-    interaction_id: str
-    stars: int
-    comment: str | None
-    rated_at: datetime = field(default_factory=utcnow)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.stars <= 5:
-            raise ValueError(f"rating must be 1-5, got {self.stars}")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (for the spool)."""
-        return asdict(self) | {"rated_at": self.rated_at.isoformat()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RatingWrite:
-        """The write `to_json` wrote."""
-        return cls(**(data | {"rated_at": datetime.fromisoformat(data["rated_at"])}))
-
-
-@dataclass(frozen=True)
-class StoredRating:
-    """A rating as committed."""
-
-    interaction_id: str
-    stars: int
-    comment: str | None
-    variant: str
-    replaced: int | None
-    needs_review: bool
-    adapter: str = ""
-    target: str = ""
-
-
-def adapter_key(name: str | None, version: str | None) -> str:
-    """`NAME@VERSION` of the adapter that answered, "" for the base model (the metrics' label value)."""
-    return f"{name}@{version}" if name and version else ""
-
-
-class UnknownInteractionError(LookupError):
-    """No interaction has this id."""
-
-
 def insert_interactions(connection: Connection, records: Sequence[InteractionRecord]) -> None:
     """Insert the interactions whose id is not stored yet, in the transaction open on `connection`
     (one statement, idempotent)."""
-    if not records:
-        return
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    rows = [asdict(r) for r in {r.id: r for r in records}.values()]
-    connection.execute(insert(INTERACTIONS).on_conflict_do_nothing(index_elements=["id"]), rows)
+    if connection.dialect.name == "postgresql":
+        postgres_writes.insert_interactions_on(connection, records)
+    elif records:
+        rows = [asdict(r) for r in {r.id: r for r in records}.values()]
+        connection.execute(sqlite.insert(INTERACTIONS).on_conflict_do_nothing(index_elements=["id"]), rows)
 
 
 def save_interactions(sessions: sessionmaker[Session], records: Sequence[InteractionRecord]) -> None:
@@ -173,62 +100,53 @@ def apply_ratings_on(
     writes: Sequence[RatingWrite],
     interactions: Sequence[InteractionRecord] = (),
 ) -> list[StoredRating | None]:
-    """`apply_ratings` inside the transaction open on `connection` (the caller commits).
-
-    SQLAlchemy Core, not the ORM: this runs once per group-committed batch on the hot path of
-    `POST /v1/feedback`, and the ORM's bulk machinery cost more CPU than the database."""
+    """`apply_ratings` inside the transaction open on `connection` (the caller commits)."""
     insert_interactions(connection, interactions)
-    ids = sorted({w.interaction_id for w in writes})
-    found = connection.execute(_CURRENT, {"ids": ids}).all()
-    variants = {row.id: row.variant for row in found}
-    served = {row.id: (adapter_key(row.adapter_name, row.adapter_version), row.target or "") for row in found}
-    existing = {row.id: (row[2], row.stars) for row in found if row[2] is not None}
-    stars_now = {key: stars for key, (_, stars) in existing.items()}
-    latest: dict[str, RatingWrite] = {}
-    first_at: dict[str, datetime] = {}
-    results: list[StoredRating | None] = []
-    for write in writes:
-        key = write.interaction_id
-        if key not in variants:
-            results.append(None)
-            continue
-        replaced = stars_now.get(key)
-        stars_now[key] = write.stars
-        latest[key] = write
-        first_at.setdefault(key, write.rated_at)
-        needs_review = write.stars < REVIEW_THRESHOLD
-        results.append(
-            StoredRating(key, write.stars, write.comment, variants[key], replaced, needs_review, *served[key])
-        )
+    batch = RatingBatch.of(writes)
+    if connection.dialect.name == "postgresql":
+        return batch.outcomes(postgres_writes.upsert_ratings_on(connection, batch))
+    return batch.outcomes(_upsert_ratings_portable(connection, batch))
+
+
+def _upsert_ratings_portable(connection: Connection, batch: RatingBatch) -> dict[str, RatedAnswer]:
+    """SQLAlchemy Core, not the ORM: the ORM's bulk machinery cost more CPU than the database."""
+    if not batch.latest:
+        return {}
+    latest, first_at = batch.latest, batch.first_at
+    found = connection.execute(_CURRENT, {"ids": sorted(latest)}).all()
+    existing = {row.id: row.rating_id for row in found if row.rating_id is not None}
     new = [
         {
-            "interaction_id": k,
-            "stars": w.stars,
-            "comment": w.comment,
-            "created_at": first_at[k],
-            "updated_at": w.rated_at,
+            "interaction_id": row.id,
+            "stars": latest[row.id].stars,
+            "comment": latest[row.id].comment,
+            "created_at": first_at[row.id],
+            "updated_at": latest[row.id].rated_at,
         }
-        for k, w in latest.items()
-        if k not in existing
+        for row in found
+        if row.id not in existing
     ]
     changed = [
         {
-            "rating_id": existing[k][0],
-            "new_stars": w.stars,
-            "new_comment": w.comment,
-            "rated_at": w.rated_at,
+            "rating_id": rating_id,
+            "new_stars": latest[key].stars,
+            "new_comment": latest[key].comment,
+            "rated_at": latest[key].rated_at,
         }
-        for k, w in latest.items()
-        if k in existing
+        for key, rating_id in existing.items()
     ]
     if new:
         connection.execute(insert(RATINGS), new)
     if changed:
         connection.execute(_CHANGE_RATING, changed)
-    if latest:
-        low = [k for k, w in latest.items() if w.stars < REVIEW_THRESHOLD]
-        connection.execute(_FLAG_REVIEW, {"rated": list(latest), "low": low})
-    return results
+    if found:
+        rated = [row.id for row in found]
+        low = [key for key in rated if latest[key].stars < REVIEW_THRESHOLD]
+        connection.execute(_FLAG_REVIEW, {"rated": rated, "low": low})
+    return {
+        row.id: RatedAnswer(row.variant, row.adapter_name, row.adapter_version, row.target, row.stars)
+        for row in found
+    }
 
 
 def rate_interaction(

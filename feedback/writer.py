@@ -19,29 +19,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from feedback import postgres_writes
 from feedback.batching import GroupCommit
-from feedback.spool import Entry, Kind, Spool
-from feedback.store import (
+from feedback.db import DATABASE_ERRORS, DirectConnections
+from feedback.records import (
     REVIEW_THRESHOLD,
     InteractionRecord,
     RatingWrite,
     StoredRating,
     UnknownInteractionError,
-    apply_ratings,
-    apply_ratings_on,
-    insert_interactions,
 )
+from feedback.spool import Entry, Kind, Spool
+from feedback.store import apply_ratings, save_interactions
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +80,11 @@ class FeedbackWriter:
         orphan_ttl_s: float = 86_400.0,
         on_rating: Callable[[StoredRating], None] | None = None,
         on_drop: Callable[[Kind], None] | None = None,
-        async_database: AsyncEngine | None = None,
+        direct: DirectConnections | None = None,
     ) -> None:
         self._sessions = sessions
-        self.async_database = async_database
-        """The asyncio engine commits go through (PostgreSQL); None: worker threads through `sessions`."""
+        self.direct = direct
+        """The connections writes go through on PostgreSQL; None: worker threads through `sessions`."""
         self._spool = Spool(spool_path)
         self._buffer: dict[str, InteractionRecord] = {}
         self._buffer_limit = buffer_limit
@@ -180,7 +178,7 @@ class FeedbackWriter:
             if self._db_up and not await self._in_spool(key):
                 try:
                     stored = await self._db_ratings.submit((write, local))
-                except SQLAlchemyError as error:
+                except DATABASE_ERRORS as error:
                     self._mark_down(error)
                 else:
                     if stored is None:
@@ -220,19 +218,24 @@ class FeedbackWriter:
         self, items: list[tuple[RatingWrite, InteractionRecord | None]]
     ) -> list[StoredRating | None]:
         writes, records = [w for w, _ in items], [r for _, r in items if r is not None]
-        results = await self._transaction(apply_ratings_on, writes, records)
+        results = await self._write(postgres_writes.apply_ratings, apply_ratings, writes, records)
         for stored in results:
             if stored is not None:
                 self._on_rating(stored)
         return results
 
-    async def _transaction(self, work: Callable[..., T], *args: Any) -> T:
-        """`work(connection, *args)` in one committed transaction: awaited on the event loop through
-        the asyncio engine (PostgreSQL), else in a worker thread (SQLite)."""
-        if self.async_database is not None:
-            async with self.async_database.begin() as connection:
-                return await connection.run_sync(work, *args)
-        return await asyncio.to_thread(_in_session, self._sessions, work, *args)
+    async def _write(
+        self,
+        direct: Callable[..., Awaitable[T]],
+        in_thread: Callable[..., T],
+        *args: Any,
+    ) -> T:
+        """`direct(connection, *args)` awaited on the event loop on PostgreSQL (each statement commits
+        on its own), else `in_thread(sessions, *args)`, one transaction in a worker thread (SQLite)."""
+        if self.direct is not None:
+            async with self.direct.connection() as connection:
+                return await direct(connection, *args)
+        return await asyncio.to_thread(in_thread, self._sessions, *args)
 
     def _append(self, groups: list[list[Entry]]) -> list[None]:
         self._spool.append([entry for group in groups for entry in group])
@@ -263,8 +266,8 @@ class FeedbackWriter:
         batch = list(self._buffer.values())[: self._batch_size]
         if batch and self._db_up:
             try:
-                await self._transaction(insert_interactions, batch)
-            except SQLAlchemyError as error:
+                await self._write(postgres_writes.insert_interactions, save_interactions, batch)
+            except DATABASE_ERRORS as error:
                 self._mark_down(error)
             else:
                 for record in batch:
@@ -280,7 +283,7 @@ class FeedbackWriter:
         if self._spool.pending:
             try:
                 more = await asyncio.to_thread(self._replay)
-            except SQLAlchemyError as error:
+            except DATABASE_ERRORS as error:
                 self._mark_down(error)
                 return False
             if more:
@@ -297,13 +300,13 @@ class FeedbackWriter:
         try:
             with self._sessions() as session:
                 session.execute(select(1))
-        except SQLAlchemyError:
+        except DATABASE_ERRORS:
             return False
         log.warning("database answers again; replaying %s spooled writes", self._spool.pending)
         self._db_up = True
         return True
 
-    def _mark_down(self, error: SQLAlchemyError) -> None:
+    def _mark_down(self, error: Exception) -> None:
         if self._db_up:
             log.warning("database unavailable (%s): writes go to the spool", type(error).__name__)
         self._db_up = False
@@ -334,8 +337,3 @@ class FeedbackWriter:
                 deferred.append(entry)
         self._spool.settle(done, deferred, defer_s=max(5.0, self._retry_s))
         return len(entries) == self._batch_size
-
-
-def _in_session(sessions: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
-    with sessions.begin() as session:
-        return work(session.connection(), *args)

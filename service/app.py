@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from feedback.db import create_async_db_engine, create_db_engine, make_session_factory
+from feedback.db import create_db_engine, direct_connections, make_session_factory
 from feedback.migrate import upgrade
 from router.rollout import RolloutStore
 from service.adapters import discover_adapters, keep_in_sync, load_and_register, start_rollout
@@ -103,7 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     url = settings.resolved_database_url
     if settings.migrate_on_start:
         await asyncio.to_thread(upgrade, url)
-    database, async_database = create_db_engine(url), create_async_db_engine(url)
+    database, direct = create_db_engine(url), direct_connections(url)
     sessions = make_session_factory(database)
     metrics = Metrics()
     state = ServiceState(
@@ -116,7 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
         engine=create_engine(settings, _model_path(settings)),
         base_model_id=settings.base_model,
-        feedback=feedback_writer(settings, sessions, metrics, async_database),
+        feedback=feedback_writer(settings, sessions, metrics, direct),
     )
     app.state.zantara = state
     if (engine_metrics := getattr(state.engine, "metrics_collector", None)) is not None:
@@ -136,8 +136,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.engine.close()
         await state.feedback.close()
         database.dispose()
-        if async_database is not None:
-            await async_database.dispose()
+        if direct is not None:
+            await direct.close()
 
 
 def _openapi(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:

@@ -15,7 +15,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from feedback.store import InteractionRecord
+from feedback.records import InteractionRecord
 from router.bucketing import Variant, hash_user
 from router.policy import choose_target
 from router.rollout import Rollout

@@ -6,8 +6,8 @@ from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from feedback.records import StoredRating
 from feedback.spool import KINDS, Kind
-from feedback.store import StoredRating
 from feedback.writer import FeedbackWriter
 
 SERVED_BY = ["variant", "adapter", "target"]

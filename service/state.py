@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine as DatabaseEngine
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from feedback.db import DirectConnections
 from feedback.writer import FeedbackWriter
 from router.rollout import Rollout, RolloutStore
 from service.engines.base import Engine
@@ -41,10 +41,10 @@ def feedback_writer(
     settings: Settings,
     sessions: sessionmaker[Session],
     metrics: Metrics,
-    async_database: AsyncEngine | None = None,
+    direct: DirectConnections | None = None,
 ) -> FeedbackWriter:
-    """The interaction/rating writer, spooling under `var_dir/spool/`, counted in `metrics`; ratings are
-    committed through `async_database` when there is one (PostgreSQL)."""
+    """The interaction/rating writer, spooling under `var_dir/spool/`, counted in `metrics`; its writes
+    go through `direct` when there are such connections (PostgreSQL)."""
     writer = FeedbackWriter(
         sessions,
         settings.var_dir / "spool" / "feedback.sqlite3",
@@ -53,7 +53,7 @@ def feedback_writer(
         orphan_ttl_s=settings.spool_orphan_ttl_s,
         on_rating=metrics.count_rating,
         on_drop=lambda kind: metrics.feedback_dropped.labels(kind).inc(),
-        async_database=async_database,
+        direct=direct,
     )
     metrics.watch_feedback(writer)
     return writer

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from feedback.store import RatingWrite, UnknownInteractionError
+from feedback.records import RatingWrite, UnknownInteractionError
 from service.deps import check_api_key, state_of
 from service.errors import APIError
 

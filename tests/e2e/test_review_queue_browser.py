@@ -18,8 +18,9 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from feedback.db import create_db_engine, make_session_factory
+from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after
-from feedback.store import InteractionRecord, rate_interaction, save_interactions
+from feedback.store import rate_interaction, save_interactions
 from tests.e2e.browser import (
     ADMIN,
     PLANTED,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Correction, ReviewDismissal, utcnow
+from feedback.records import InteractionRecord
 from feedback.review_queue import (
     NotInQueueError,
     StoredCorrection,
@@ -26,7 +27,7 @@ from feedback.review_queue import (
     latest_correction_id,
     list_queue,
 )
-from feedback.store import InteractionRecord, rate_interaction, save_interactions
+from feedback.store import rate_interaction, save_interactions
 from training.dataset.topics import classify
 
 NOW = utcnow()

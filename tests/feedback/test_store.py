@@ -8,13 +8,8 @@ from sqlalchemy import inspect, select
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import current_revision, upgrade
 from feedback.models import Interaction, Rating
-from feedback.store import (
-    InteractionRecord,
-    UnknownInteractionError,
-    rate_interaction,
-    review_queue,
-    save_interaction,
-)
+from feedback.records import InteractionRecord, UnknownInteractionError
+from feedback.store import rate_interaction, review_queue, save_interaction
 
 
 def _record(interaction_id: str, variant: str = "tuned") -> InteractionRecord:

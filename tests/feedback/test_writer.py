@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import create_async_db_engine, create_db_engine, make_session_factory
+from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Interaction, Rating
-from feedback.store import RatingWrite, StoredRating, UnknownInteractionError
+from feedback.records import RatingWrite, StoredRating, UnknownInteractionError
 from feedback.writer import FeedbackWriter
 from tests.feedback.test_store import _record
 
@@ -29,12 +28,12 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-async def async_database(database_url: str) -> AsyncIterator[AsyncEngine | None]:
-    """The asyncio engine the service commits ratings and interactions through (None on SQLite)."""
-    engine = create_async_db_engine(database_url)
-    yield engine
-    if engine is not None:
-        await engine.dispose()
+async def direct(database_url: str) -> AsyncIterator[DirectConnections | None]:
+    """The connections the service writes ratings and interactions through (None on SQLite)."""
+    connections = direct_connections(database_url)
+    yield connections
+    if connections is not None:
+        await connections.close()
 
 
 @pytest.fixture
@@ -134,7 +133,7 @@ async def test_outage_spools_in_order_and_replays_once(
 
 async def test_spooled_writes_survive_a_restart(
     sessions: sessionmaker[Session],
-    async_database: AsyncEngine | None,
+    direct: DirectConnections | None,
     unreachable: sessionmaker[Session],
     tmp_path: Path,
 ) -> None:
@@ -146,7 +145,7 @@ async def test_spooled_writes_survive_a_restart(
     await down.rate(RatingWrite("rated", 2, None))
     await down.close(timeout_s=0.2)
 
-    up = FeedbackWriter(sessions, spool, retry_s=0.05, async_database=async_database)
+    up = FeedbackWriter(sessions, spool, retry_s=0.05, direct=direct)
     assert up.spooled()["rating"] == 1 and up.spooled()["interaction"] >= 2
     await up.start()
     await _drain(up)
@@ -187,9 +186,9 @@ async def test_an_orphan_rating_is_dropped_after_its_ttl(
 
 
 async def test_closing_flushes_the_buffer_to_the_database(
-    sessions: sessionmaker[Session], async_database: AsyncEngine | None, tmp_path: Path
+    sessions: sessionmaker[Session], direct: DirectConnections | None, tmp_path: Path
 ) -> None:
-    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=60, async_database=async_database)
+    writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=60, direct=direct)
     await writer.start()
     for name in ("x", "y", "z"):
         writer.record(_record(name))

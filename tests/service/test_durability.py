@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
-from feedback.db import create_async_db_engine, create_db_engine, make_session_factory
+from feedback.db import DirectConnections, create_db_engine, make_session_factory
 from feedback.models import Interaction, Rating
 from service.app import create_app
 from service.chat import CANCELLED
@@ -121,11 +121,11 @@ async def test_database_outage_answers_go_on_ratings_are_spooled_then_stored(
     async with running(app) as client:
         state = _state(app)
         before = await client.post("/v1/chat/completions", json=chat_body(max_tokens=2))
-        database, bind, async_bind = state.database, state.sessions.kw["bind"], state.feedback.async_database
-        unreachable, unreachable_async = create_engine(UNREACHABLE), create_async_db_engine(UNREACHABLE)
+        database, bind, direct = state.database, state.sessions.kw["bind"], state.feedback.direct
+        unreachable, unreachable_direct = create_engine(UNREACHABLE), DirectConnections(UNREACHABLE)
         state.database = unreachable
         state.sessions.configure(bind=unreachable)
-        state.feedback.async_database = unreachable_async
+        state.feedback.direct = unreachable_direct
 
         answers = [await client.post("/v1/chat/completions", json=chat_body(max_tokens=2)) for _ in range(3)]
         streamed = await client.post("/v1/chat/completions", json=chat_body(max_tokens=2, stream=True))
@@ -149,12 +149,11 @@ async def test_database_outage_answers_go_on_ratings_are_spooled_then_stored(
 
         state.database = database
         state.sessions.configure(bind=bind)
-        state.feedback.async_database = async_bind
+        state.feedback.direct = direct
         await _until(lambda: not any(state.feedback.spooled().values()), "the spool to drain")
         assert (await client.get("/readyz")).json()["status"] == "ready"
         unreachable.dispose()
-        assert unreachable_async is not None
-        await unreachable_async.dispose()
+        await unreachable_direct.close()
     assert row_counts(postgres_database_url) == (5, 5)
     engine = create_db_engine(postgres_database_url)
     with make_session_factory(engine)() as session:

@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import Correction
+from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after
 from feedback.reviewers import add_reviewer
-from feedback.store import InteractionRecord, rate_interaction, save_interactions
+from feedback.store import rate_interaction, save_interactions
 from service.app import create_app
 from tests.conftest import running
 from tests.service.helpers import assert_error, chat_body, settled
