@@ -116,8 +116,9 @@ async def test_outage_spools_in_order_and_replays_once(
     assert [o.queued for o in (first, second, third, unknown)] == [True] * 4
     assert (first.variant, unknown.variant) == ("tuned", None)
     assert not writer.database_up and writer.spooled()["rating"] == 4
-    # an interaction may be spooled twice (by the rating and the background writer): replay is idempotent
-    assert writer.spooled()["interaction"] in (2, 3)
+    # each interaction may be spooled twice (by its rating and by the background writer, which can both
+    # find it still buffered): replay is idempotent
+    assert writer.spooled()["interaction"] in (2, 3, 4)
 
     sessions.configure(bind=good_bind)
     await _until(writer, lambda: writer.spooled() == {"interaction": 0, "rating": 1})
