@@ -185,7 +185,9 @@ class FeedbackWriter:
                         raise UnknownInteractionError(key)
                     self._forget(local)
                     return RatingOutcome(write, stored, stored.variant)
-            local = self._buffer.get(key)
+            # the background writer may have stored or spooled it meanwhile: spooled again, it is
+            # replayed idempotently, and the answer keeps its variant
+            local = self._buffer.get(key) or local
             entries = [Entry("interaction", key, local.to_json())] if local is not None else []
             await self._spool_writes.submit([*entries, Entry("rating", key, write.to_json())])
             self._forget(local)
