@@ -29,7 +29,6 @@ from sqlalchemy import (
     delete,
     event,
     exists,
-    func,
     insert,
     select,
     update,
@@ -74,8 +73,9 @@ class Spool:
         event.listen(self._engine, "connect", _durable_pragmas)
         metadata.create_all(self._engine)
         with self._engine.connect() as connection:
-            rows = connection.execute(select(entries.c.kind, func.count()).group_by(entries.c.kind)).all()
-        self._counts: Counter[str] = Counter({kind: count for kind, count in rows})
+            rows = connection.execute(select(entries.c.kind, entries.c.key)).all()
+        self._counts: Counter[str] = Counter(kind for kind, _ in rows)
+        self._keys: Counter[str] = Counter(key for _, key in rows)
 
     def counts(self) -> dict[Kind, int]:
         """Entries waiting, per kind."""
@@ -96,13 +96,14 @@ class Spool:
         with self._lock, self._engine.begin() as connection:
             connection.execute(insert(entries), rows)
             self._counts.update(e.kind for e in new)
+            self._keys.update(e.key for e in new)
 
     def holds(self, key: str) -> bool:
-        """True when any entry for this key waits (its interaction or an earlier rating)."""
-        if not self.pending:
-            return False
-        with self._engine.connect() as connection:
-            return connection.scalar(select(exists().where(entries.c.key == key))) is True
+        """True when any entry for this key waits (its interaction or an earlier rating).
+
+        Answered from memory, without a query: while the spool drains, every new rating asks this. The
+        index costs about 100 bytes per waiting entry (an hour's outage at 1,000 writes/s: ~360 MB)."""
+        return self._keys[key] > 0
 
     def ready(self, limit: int) -> list[Entry]:
         """The oldest entries due now, skipping keys that have an earlier entry deferred."""
@@ -135,6 +136,10 @@ class Spool:
                     .values(next_try=time.time() + defer_s)
                 )
             self._counts.subtract(e.kind for e in done)
+            self._keys.subtract(e.key for e in done)
+            for entry in done:
+                if self._keys[entry.key] <= 0:
+                    del self._keys[entry.key]
 
     def close(self) -> None:
         """Close the file (entries stay for the next start)."""

@@ -209,7 +209,7 @@ class FeedbackWriter:
                 self._locks[key] = (lock, users - 1)
 
     async def _in_spool(self, key: str) -> bool:
-        return bool(self._spool.pending) and await asyncio.to_thread(self._spool.holds, key)
+        return self._spool.holds(key)
 
     def _forget(self, record: InteractionRecord | None) -> None:
         """Drop a record from the buffer once it is stored or spooled (unless replaced meanwhile)."""
@@ -280,11 +280,11 @@ class FeedbackWriter:
             if time.monotonic() < self._next_probe:
                 return False
             self._next_probe = time.monotonic() + self._retry_s
-            if not await asyncio.to_thread(self._probe):
+            if not await self._probe():
                 return False
         if self._spool.pending:
             try:
-                more = await asyncio.to_thread(self._replay)
+                more = await self._replay()
             except DATABASE_ERRORS as error:
                 self._mark_down(error)
                 return False
@@ -298,10 +298,14 @@ class FeedbackWriter:
         for record in records:
             self._forget(record)
 
-    def _probe(self) -> bool:
+    async def _probe(self) -> bool:
+        """Mark the database up when it answers again. The direct connections kept from before the
+        outage are closed first: after a restart of the database they are dead, and each would fail
+        one batch of ratings back into the spool."""
+        if self.direct is not None:
+            await self.direct.close()
         try:
-            with self._sessions() as session:
-                session.execute(select(1))
+            await asyncio.to_thread(_ping, self._sessions)
         except DATABASE_ERRORS:
             return False
         log.warning("database answers again; replaying %s spooled writes", self._spool.pending)
@@ -314,16 +318,16 @@ class FeedbackWriter:
         self._db_up = False
         self._next_probe = time.monotonic() + self._retry_s
 
-    def _replay(self) -> bool:
-        """Apply the oldest due spool entries in one transaction; True when more are due."""
-        entries = self._spool.ready(self._batch_size)
+    async def _replay(self) -> bool:
+        """Apply the oldest due spool entries (interactions, then ratings in order, as one batch); True
+        when more are due."""
+        entries = await asyncio.to_thread(self._spool.ready, self._batch_size)
         if not entries:
             return False
         interactions = [InteractionRecord.from_json(e.payload) for e in entries if e.kind == "interaction"]
         rated = [e for e in entries if e.kind == "rating"]
-        results = apply_ratings(
-            self._sessions, [RatingWrite.from_json(e.payload) for e in rated], interactions
-        )
+        writes = [RatingWrite.from_json(e.payload) for e in rated]
+        results = await self._write(postgres_writes.apply_ratings, apply_ratings, writes, interactions)
         done = [e for e in entries if e.kind == "interaction"]
         deferred: list[Entry] = []
         now = time.time()
@@ -337,5 +341,10 @@ class FeedbackWriter:
                 done.append(entry)
             else:
                 deferred.append(entry)
-        self._spool.settle(done, deferred, defer_s=max(5.0, self._retry_s))
+        await asyncio.to_thread(self._spool.settle, done, deferred, max(5.0, self._retry_s))
         return len(entries) == self._batch_size
+
+
+def _ping(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        session.execute(select(1))

@@ -73,7 +73,8 @@ async def test_direct_and_sqlalchemy_paths_store_the_same(
     assert _held(pg_sessions) == {"a": (5, False), "b": (4, False)}
     with pg_sessions() as session:
         rating = session.scalars(select(Rating).where(Rating.interaction_id == "a")).one()
-        assert (rating.comment, rating.updated_at - rating.created_at) == ("sudah benar", timedelta(seconds=1))
+        kept = (rating.comment, rating.updated_at - rating.created_at)
+        assert kept == ("sudah benar", timedelta(seconds=1))
 
     again = apply_ratings(pg_sessions, [RatingWrite("a", 1, None), RatingWrite("b", 4, None)])
     assert [(s.stars, s.replaced, s.needs_review) for s in again if s] == [(1, 5, True), (4, 4, False)]
@@ -91,7 +92,8 @@ async def test_a_review_flag_already_right_is_not_rewritten(
 
     before = versions()
     async with direct.connection() as connection:
-        await postgres_writes.apply_ratings(connection, [RatingWrite("a", 4, None), RatingWrite("b", 1, None)])
+        batch = [RatingWrite("a", 4, None), RatingWrite("b", 1, None)]
+        await postgres_writes.apply_ratings(connection, batch)
     after = versions()
     assert after["a"] == before["a"] and after["b"] != before["b"]
     assert _held(pg_sessions) == {"a": (4, False), "b": (1, True)}

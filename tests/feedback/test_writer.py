@@ -15,6 +15,7 @@ from feedback.db import DirectConnections, create_db_engine, direct_connections,
 from feedback.migrate import upgrade
 from feedback.models import Interaction, Rating
 from feedback.records import RatingWrite, StoredRating, UnknownInteractionError
+from feedback.spool import Entry, Spool
 from feedback.writer import FeedbackWriter
 from tests.feedback.test_store import _record
 
@@ -195,3 +196,19 @@ async def test_closing_flushes_the_buffer_to_the_database(
         writer.record(_record(name))
     await writer.close()
     assert _stored(sessions) == (["x", "y", "z"], {})
+
+
+def test_the_spool_knows_which_answers_wait_across_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite3")
+    spool.append([Entry("interaction", "a", {}), Entry("rating", "a", {}), Entry("rating", "b", {})])
+    assert (spool.holds("a"), spool.holds("b"), spool.holds("c")) == (True, True, False)
+    first = spool.ready(10)
+    spool.settle([e for e in first if e.key == "b"], [], defer_s=5)
+    assert (spool.holds("a"), spool.holds("b")) == (True, False)
+    spool.close()
+    again = Spool(tmp_path / "spool.sqlite3")
+    assert (again.holds("a"), again.holds("b")) == (True, False)
+    assert again.counts() == {"interaction": 1, "rating": 1}
+    again.settle(again.ready(10), [], defer_s=5)
+    assert not again.holds("a") and again.pending == 0
+    again.close()
