@@ -40,7 +40,7 @@ $(PROMETHEUS):
 prometheus: $(PROMETHEUS)
 
 test: install browser prometheus
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Everyday work: everything but the slowest end-to-end tests (`make test` and CI run them all).
 test-fast: install
