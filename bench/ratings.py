@@ -1,12 +1,17 @@
 """Durable ratings per second through `POST /v1/feedback` at concurrency 32, beside the floor the
 database itself sets: one psycopg INSERT+COMMIT per row at the same concurrency, against the same
-PostgreSQL (its own throw-away server, fsync on) in the same run. Then the same load with the
-database stopped for the middle third of the run (ratings go to the local spool) and started again.
+PostgreSQL (its own throw-away server, fsync on) in the same run. Then the same load with the database
+stopped for the middle third of the run (ratings go to the local spool) and started again.
 
-Each phase counts what was acknowledged (200 stored or 202 queued) against the rows the database
+The raw inserts, `GET /healthz` (the HTTP ceiling) and the ratings take turns in short slices
+(`--slices`), each over connections kept open, so that every phase sees the same machine: on a shared
+2-core machine the speed drifts by a third within a minute, and phases run one after the other measured
+that drift as much as the service.
+
+Each rating phase counts what was acknowledged (200 stored or 202 queued) against the rows the database
 holds at the end, after the spool drained: `lost` must be 0.
 
-    python bench/ratings.py [--seconds 8] [--concurrency 32]
+    python bench/ratings.py [--seconds 8] [--slices 4] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -39,12 +46,12 @@ from tests.pg_control import ControlledPostgres, controlled_postgres
 
 @dataclass
 class Phase:
-    """One measured phase: acknowledged writes and their latencies."""
+    """One measured phase, possibly over several slices: acknowledged writes and their latencies."""
 
     name: str
-    seconds: float
-    latencies: list[float]
-    failed: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    failed: int = 0
     stored: int | None = None
 
     @property
@@ -90,116 +97,148 @@ def _interactions(count: int) -> list[InteractionRecord]:
     ]
 
 
-async def raw_inserts(url: str, concurrency: int, seconds: float) -> Phase:
-    """One INSERT+COMMIT per row with psycopg, `concurrency` connections, into a copy of `ratings`."""
+@asynccontextmanager
+async def raw_connections(url: str, concurrency: int) -> AsyncIterator[list[psycopg.AsyncConnection]]:
+    """`concurrency` psycopg connections, and a copy of `ratings` to insert into."""
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
         await admin.execute("CREATE TABLE IF NOT EXISTS bench_ratings (LIKE ratings INCLUDING ALL)")
-    latencies: list[float] = []
-    failed = 0
+    connections = [await psycopg.AsyncConnection.connect(conninfo) for _ in range(concurrency)]
+    try:
+        yield connections
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def raw_inserts(phase: Phase, connections: list[psycopg.AsyncConnection], seconds: float) -> None:
+    """One INSERT+COMMIT per row for `seconds`, on each connection at once."""
+    deadline = time.perf_counter() + seconds
+
+    async def worker(connection: psycopg.AsyncConnection) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await connection.execute(
+                    "INSERT INTO bench_ratings (interaction_id, stars, comment, created_at, updated_at) "
+                    "VALUES (%s, %s, NULL, now(), now())",
+                    (uuid.uuid4().hex, 4),
+                )
+                await connection.commit()
+            except psycopg.Error:
+                phase.failed += 1
+                continue
+            phase.latencies.append(time.perf_counter() - started)
+
+    await _timed(phase, *(worker(connection) for connection in connections))
+
+
+async def http_ceiling(
+    phase: Phase, client: aiohttp.ClientSession, base_url: str, concurrency: int, seconds: float
+) -> None:
+    """`GET /healthz` (no work at all) for `seconds` with the same client and concurrency: what the HTTP
+    stack and this machine allow any endpoint, the ceiling the ratings run under."""
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal failed
-        async with await psycopg.AsyncConnection.connect(conninfo) as connection:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                try:
-                    await connection.execute(
-                        "INSERT INTO bench_ratings (interaction_id, stars, comment, created_at, updated_at) "
-                        "VALUES (%s, %s, NULL, now(), now())",
-                        (uuid.uuid4().hex, 4),
-                    )
-                    await connection.commit()
-                except psycopg.Error:
-                    failed += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Phase(
-        f"psycopg INSERT+COMMIT per row, c={concurrency}", time.perf_counter() - started, latencies, failed
-    )
-
-
-async def service_ratings(
-    name: str,
-    base_url: str,
-    ids: list[str],
-    concurrency: int,
-    seconds: float,
-    database: ControlledPostgres | None = None,
-) -> tuple[Phase, dict[str, int]]:
-    """POST /v1/feedback for distinct answers at `concurrency`; with `database`, stop it for the middle
-    third of the run. Returns the phase and the stars acknowledged per answer."""
-    latencies: list[float] = []
-    acknowledged: dict[str, int] = {}
-    failed = 0
-    queue = iter(ids)
-    deadline = time.perf_counter() + seconds
-
-    async def worker(client: aiohttp.ClientSession) -> None:
-        nonlocal failed
-        for answer_id in queue:
-            if time.perf_counter() >= deadline:
-                return
-            stars = 1 + int(answer_id[-2:], 16) % 5
-            started = time.perf_counter()
-            try:
-                async with client.post(
-                    f"{base_url}/v1/feedback", json={"response_id": answer_id, "rating": stars}
-                ) as response:
-                    await response.read()
-            except aiohttp.ClientError:
-                failed += 1
-                continue
-            if response.status in (200, 202):
-                latencies.append(time.perf_counter() - started)
-                acknowledged[answer_id] = stars
-            else:
-                failed += 1
-
-    async def outage() -> None:
-        assert database is not None
-        await asyncio.sleep(seconds / 3)
-        await asyncio.to_thread(database.stop)
-        await asyncio.sleep(seconds / 3)
-        await asyncio.to_thread(database.start)
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as client:
-        started = time.perf_counter()
-        tasks = [worker(client) for _ in range(concurrency)] + ([outage()] if database else [])
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        while True:  # wait for the spool to drain
-            ready = (await http.get("/readyz")).json()
-            if ready["status"] == "ready" and not any(ready["spool"].values()):
-                break
-            await asyncio.sleep(0.2)
-    return Phase(name, elapsed, latencies, failed), acknowledged
-
-
-async def http_ceiling(base_url: str, concurrency: int, seconds: float) -> Phase:
-    """`GET /healthz` (no work at all) with the same client and concurrency: what the HTTP stack and
-    this machine allow any endpoint, the ceiling the ratings run under."""
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def worker(client: aiohttp.ClientSession) -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             async with client.get(f"{base_url}/healthz") as response:
                 await response.read()
-            latencies.append(time.perf_counter() - started)
+            phase.latencies.append(time.perf_counter() - started)
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return Phase(
-            f"GET /healthz, c={concurrency} (HTTP ceiling)", time.perf_counter() - started, latencies, 0
-        )
+    await _timed(phase, *(worker() for _ in range(concurrency)))
+
+
+@dataclass
+class Ratings:
+    """Rates distinct answers, `ids` in order, remembering the stars acknowledged per answer."""
+
+    client: aiohttp.ClientSession
+    base_url: str
+    ids: Iterator[str]
+    acknowledged: dict[str, int] = field(default_factory=dict)
+
+    async def run(
+        self, phase: Phase, concurrency: int, seconds: float, database: ControlledPostgres | None = None
+    ) -> None:
+        """POST /v1/feedback at `concurrency` for `seconds`; with `database`, stop it for the middle
+        third of that time, then start it again."""
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            for answer_id in self.ids:
+                if time.perf_counter() >= deadline:
+                    return
+                stars = 1 + int(answer_id[-2:], 16) % 5
+                started = time.perf_counter()
+                try:
+                    async with self.client.post(
+                        f"{self.base_url}/v1/feedback", json={"response_id": answer_id, "rating": stars}
+                    ) as response:
+                        await response.read()
+                except aiohttp.ClientError:
+                    phase.failed += 1
+                    continue
+                if response.status in (200, 202):
+                    phase.latencies.append(time.perf_counter() - started)
+                    self.acknowledged[answer_id] = stars
+                else:
+                    phase.failed += 1
+
+        async def outage() -> None:
+            assert database is not None
+            await asyncio.sleep(seconds / 3)
+            await asyncio.to_thread(database.stop)
+            await asyncio.sleep(seconds / 3)
+            await asyncio.to_thread(database.start)
+
+        await _timed(phase, *(worker() for _ in range(concurrency)), *([outage()] if database else []))
+
+    async def drained(self) -> None:
+        """Wait until the service's spool is empty and the database up."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
+            while True:
+                ready = (await http.get("/readyz")).json()
+                if ready["status"] == "ready" and not any(ready["spool"].values()):
+                    return
+                await asyncio.sleep(0.2)
+
+
+async def _timed(phase: Phase, *work: Awaitable[None]) -> None:
+    started = time.perf_counter()
+    await asyncio.gather(*work)
+    phase.seconds += time.perf_counter() - started
+
+
+async def measure(
+    database: ControlledPostgres, base_url: str, ids: tuple[list[str], list[str]], args: argparse.Namespace
+) -> tuple[Phase, Phase, Phase, Phase]:
+    """The raw inserts, `/healthz` and the ratings in turns (`args.slices` each), then the outage run;
+    the rating phases' `stored` counted once the spool drained."""
+    c = args.concurrency
+    raw = Phase(f"psycopg INSERT+COMMIT per row, c={c}")
+    ceiling = Phase(f"GET /healthz, c={c} (HTTP ceiling)")
+    served = Phase(f"POST /v1/feedback, c={c}")
+    spooled = Phase(f"POST /v1/feedback, c={c}, database stopped for the middle third")
+    slice_s = args.seconds / args.slices
+    connector = aiohttp.TCPConnector(limit=c)
+    async with (
+        raw_connections(database.url, c) as connections,
+        aiohttp.ClientSession(connector=connector) as client,
+    ):
+        ratings = Ratings(client, base_url, iter(ids[0]))
+        for _ in range(args.slices):
+            await raw_inserts(raw, connections, slice_s)
+            await http_ceiling(ceiling, client, base_url, c, slice_s / 2)
+            await ratings.run(served, c, slice_s)
+        await ratings.drained()
+        served.stored = stored_matching(database.url, ratings.acknowledged)
+        outage = Ratings(client, base_url, iter(ids[1]))
+        await outage.run(spooled, c, args.seconds, database)
+        await outage.drained()
+        spooled.stored = stored_matching(database.url, outage.acknowledged)
+    return raw, ceiling, served, spooled
 
 
 def stored_matching(url: str, acknowledged: dict[str, int]) -> int:
@@ -224,9 +263,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per phase, all slices together")
+    parser.add_argument("--slices", type=int, default=4, help="turns the phases take, side by side")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--answers", type=int, default=60_000, help="answers to rate, per service phase")
+    parser.add_argument("--answers", type=int, default=60_000, help="answers to rate, per rating phase")
     args = parser.parse_args()
     models = Path(__file__).resolve().parents[1] / ".cache" / "demo-models" / _demo_fingerprint()
     with controlled_postgres(fsync=True) as database, tempfile.TemporaryDirectory() as var:
@@ -249,33 +289,13 @@ def main() -> None:
                 "ZANTARA_MODELS_DIR": str(models / "models"),
                 "ZANTARA_ADAPTERS_DIR": str(models / "adapters"),
             }
-        raw = asyncio.run(raw_inserts(database.url, args.concurrency, args.seconds))
+        ids = ([r.id for r in batches[0]], [r.id for r in batches[1]])
         with running_server(env) as server:
-            ceiling = asyncio.run(http_ceiling(server.url, args.concurrency, args.seconds / 2))
-            served, acknowledged = asyncio.run(
-                service_ratings(
-                    f"POST /v1/feedback, c={args.concurrency}",
-                    server.url,
-                    [r.id for r in batches[0]],
-                    args.concurrency,
-                    args.seconds,
-                )
-            )
-            served.stored = stored_matching(database.url, acknowledged)
-            spooled, acknowledged = asyncio.run(
-                service_ratings(
-                    f"POST /v1/feedback, c={args.concurrency}, database stopped for the middle third",
-                    server.url,
-                    [r.id for r in batches[1]],
-                    args.concurrency,
-                    args.seconds,
-                    database,
-                )
-            )
-            spooled.stored = stored_matching(database.url, acknowledged)
+            raw, ceiling, served, spooled = asyncio.run(measure(database, server.url, ids, args))
     print(
         f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
-        f"Python {platform.python_version()}; {args.seconds:.0f} s per phase, PostgreSQL fsync on"
+        f"Python {platform.python_version()}; {args.seconds:.0f} s per phase in {args.slices} turns, "
+        "PostgreSQL fsync on"
     )
     print("| phase | acknowledged | per second | ratio to raw | p50 ms | p99 ms | failed | lost |")
     print("|---|---|---|---|---|---|---|---|")
