@@ -18,7 +18,7 @@ GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang 
 """An everyday question as engine messages."""
 
 
-def chat_body(content: str = DOMAIN_QUESTION, **extra: object) -> dict[str, object]:
+def chat_body(content: str | list[dict[str, str]] = DOMAIN_QUESTION, **extra: object) -> dict[str, object]:
     """A chat completion request body with greedy decoding and a short answer."""
     body: dict[str, object] = {
         "model": "zantara",

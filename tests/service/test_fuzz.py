@@ -29,6 +29,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Err
 from schemathesis.generation import GenerationMode
 
 from feedback.db import create_db_engine, make_session_factory
@@ -153,6 +154,8 @@ def test_generated_requests_get_no_5xx_and_conform(fuzz_target: tuple[str, str])
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     tally, failures = Tally(), []
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         path = operation.path
         token = (
