@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import create_db_engine, make_session_factory
+from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
 from feedback.migrate import upgrade
 from service.app import DEMO_ADAPTER, create_app
 from service.settings import Settings
@@ -98,6 +98,15 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine = create_db_engine(database_url)
     yield make_session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture
+async def direct(database_url: str) -> AsyncIterator[DirectConnections | None]:
+    """The connections the service writes ratings and interactions through (None on SQLite)."""
+    connections = direct_connections(database_url)
+    yield connections
+    if connections is not None:
+        await connections.close()
 
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

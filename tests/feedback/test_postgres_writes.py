@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import pytest
@@ -14,27 +13,20 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback import postgres_writes
-from feedback.db import DirectConnections, create_db_engine, make_session_factory
-from feedback.migrate import upgrade
+from feedback.db import DirectConnections
 from feedback.models import Interaction, Rating
 from feedback.records import RatingWrite, StoredRating
 from feedback.store import apply_ratings, save_interactions
 from tests.feedback.test_store import _record
 
-
-@pytest.fixture
-def pg_sessions(postgres_database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(postgres_database_url)
-    engine = create_db_engine(postgres_database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
 @pytest.fixture
-async def direct(postgres_database_url: str) -> AsyncIterator[DirectConnections]:
-    connections = DirectConnections(postgres_database_url)
-    yield connections
-    await connections.close()
+def pg(direct: DirectConnections | None) -> DirectConnections:
+    """The direct connections (this module runs on PostgreSQL only)."""
+    assert direct is not None
+    return direct
 
 
 def _batch() -> list[RatingWrite]:
@@ -57,10 +49,10 @@ def _held(sessions: sessionmaker[Session]) -> dict[str, tuple[int, bool]]:
 
 
 async def test_direct_and_sqlalchemy_paths_store_the_same(
-    pg_sessions: sessionmaker[Session], direct: DirectConnections
+    sessions: sessionmaker[Session], pg: DirectConnections
 ) -> None:
-    save_interactions(pg_sessions, [_record("b", "base")])
-    async with direct.connection() as connection:
+    save_interactions(sessions, [_record("b", "base")])
+    async with pg.connection() as connection:
         # "a" is known only to this replica: it comes with the batch
         got = await postgres_writes.apply_ratings(connection, _batch(), [_record("a")])
     assert [(s.interaction_id, s.stars, s.replaced, s.needs_review) if s else None for s in got] == [
@@ -70,55 +62,55 @@ async def test_direct_and_sqlalchemy_paths_store_the_same(
         ("a", 5, 2, False),
     ]
     assert got[0] is not None and (got[0].variant, got[0].adapter) == ("tuned", "zantara-demo@v1")
-    assert _held(pg_sessions) == {"a": (5, False), "b": (4, False)}
-    with pg_sessions() as session:
+    assert _held(sessions) == {"a": (5, False), "b": (4, False)}
+    with sessions() as session:
         rating = session.scalars(select(Rating).where(Rating.interaction_id == "a")).one()
         kept = (rating.comment, rating.updated_at - rating.created_at)
         assert kept == ("sudah benar", timedelta(seconds=1))
 
-    again = apply_ratings(pg_sessions, [RatingWrite("a", 1, None), RatingWrite("b", 4, None)])
+    again = apply_ratings(sessions, [RatingWrite("a", 1, None), RatingWrite("b", 4, None)])
     assert [(s.stars, s.replaced, s.needs_review) for s in again if s] == [(1, 5, True), (4, 4, False)]
-    assert _held(pg_sessions) == {"a": (1, True), "b": (4, False)}
+    assert _held(sessions) == {"a": (1, True), "b": (4, False)}
 
 
 async def test_a_review_flag_already_right_is_not_rewritten(
-    pg_sessions: sessionmaker[Session], direct: DirectConnections
+    sessions: sessionmaker[Session], pg: DirectConnections
 ) -> None:
-    save_interactions(pg_sessions, [_record("a"), _record("b")])
+    save_interactions(sessions, [_record("a"), _record("b")])
 
     def versions() -> dict[str, str]:
-        with pg_sessions() as session:
+        with sessions() as session:
             return dict(session.execute(text("SELECT id, xmin::text FROM interactions")).all())  # type: ignore[arg-type]
 
     before = versions()
-    async with direct.connection() as connection:
+    async with pg.connection() as connection:
         batch = [RatingWrite("a", 4, None), RatingWrite("b", 1, None)]
         await postgres_writes.apply_ratings(connection, batch)
     after = versions()
     assert after["a"] == before["a"] and after["b"] != before["b"]
-    assert _held(pg_sessions) == {"a": (4, False), "b": (1, True)}
+    assert _held(sessions) == {"a": (4, False), "b": (1, True)}
 
 
 async def test_concurrent_writers_of_the_same_answers_keep_a_history_that_adds_up(
-    pg_sessions: sessionmaker[Session], direct: DirectConnections
+    sessions: sessionmaker[Session], pg: DirectConnections
 ) -> None:
     """Four writers (four replicas' connections) rate the same three answers in random orders. Each
     stored rating reports the stars it replaced; summed over every outcome, stars added minus stars
     replaced must equal what the database holds, and each answer must have been new exactly once."""
     answers = ["a", "b", "c"]
-    save_interactions(pg_sessions, [_record(key) for key in answers])
+    save_interactions(sessions, [_record(key) for key in answers])
     outcomes: list[StoredRating] = []
     rng = random.Random(7)
 
     async def writer() -> None:
-        async with direct.connection() as connection:
+        async with pg.connection() as connection:
             for _ in range(60):
                 order = rng.sample(answers, k=len(answers))
                 batch = [RatingWrite(key, rng.randint(1, 5), None) for key in order]
                 outcomes.extend(s for s in await postgres_writes.apply_ratings(connection, batch) if s)
 
     await asyncio.gather(*(writer() for _ in range(4)))
-    held = _held(pg_sessions)
+    held = _held(sessions)
     for key in answers:
         mine = [s for s in outcomes if s.interaction_id == key]
         assert sum(s.replaced is None for s in mine) == 1, key

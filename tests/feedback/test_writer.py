@@ -11,30 +11,12 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
-from feedback.migrate import upgrade
+from feedback.db import DirectConnections, make_session_factory
 from feedback.models import Interaction, Rating
 from feedback.records import RatingWrite, StoredRating, UnknownInteractionError
 from feedback.spool import Entry, Spool
 from feedback.writer import FeedbackWriter
 from tests.feedback.test_store import _record
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = create_db_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-async def direct(database_url: str) -> AsyncIterator[DirectConnections | None]:
-    """The connections the service writes ratings and interactions through (None on SQLite)."""
-    connections = direct_connections(database_url)
-    yield connections
-    if connections is not None:
-        await connections.close()
 
 
 @pytest.fixture
