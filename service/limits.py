@@ -96,7 +96,8 @@ class ChatRequestLimits:
     streamed answer to `max_streams` at a time per API key (per client address when none is sent).
 
     A slot is taken before the request reaches the route and given back when the response ends, whether
-    the stream finished, failed or the client went away."""
+    the stream finished, failed or the client went away: as the last bytes are sent, or when the route
+    returns without sending them."""
 
     def __init__(self, app: ASGIApp, limits: RequestLimits, max_streams: int) -> None:
         self.app, self.limits, self.max_streams = app, limits, max_streams
@@ -134,12 +135,27 @@ class ChatRequestLimits:
             await response(scope, replay, send)
             return
         self.streams[key] += 1
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.streams[key] -= 1
+                if not self.streams[key]:
+                    del self.streams[key]
+
+        async def send_then_give_back(message: Message) -> None:
+            # given back before the answer's last bytes leave: a client that has read the whole stream
+            # may start the next one at once, while the response's own tasks still wind down
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                give_back()
+            await send(message)
+
         try:
-            await self.app(scope, replay, send)
+            await self.app(scope, replay, send_then_give_back)
         finally:
-            self.streams[key] -= 1
-            if not self.streams[key]:
-                del self.streams[key]
+            give_back()
 
 
 def _is_chat(scope: Scope) -> bool:
