@@ -10,8 +10,8 @@ writer's lock would read the stars from before that writer's rating (measured: t
 one answer in 720 concurrent writes). Both statements of a batch run in one transaction; the
 interactions' insert is idempotent and commits on its own.
 
-The same SQL runs on a SQLAlchemy connection (the synchronous paths: the spool's replay, tools) and on
-a psycopg asyncio connection (`DirectConnections`, the service's hot path), pipelined there. The batch
+The same SQL runs on a SQLAlchemy connection (the synchronous paths: tools, tests) and on a psycopg
+asyncio connection (`DirectConnections`, the service's hot path), in one message there. The batch
 travels as one JSON parameter: psycopg dumps a list parameter element by element in Python, which cost
 more CPU than the whole statement did on the database. Every table is reached through
 `= ANY(ARRAY(...))` on its index, whatever the planner's estimates say of the JSON rows.
@@ -134,18 +134,31 @@ async def apply_ratings(
     writes: Sequence[RatingWrite],
     interactions: Sequence[InteractionRecord] = (),
 ) -> list[StoredRating | None]:
-    """`feedback.store.apply_ratings` on a psycopg asyncio connection in autocommit mode, pipelined:
-    the interactions first (those known only to this replica; committed on their own), then the
-    ratings' two statements in one transaction. Returns, per write, what was stored, or None for an
-    unknown id."""
+    """`feedback.store.apply_ratings` on a psycopg asyncio connection in autocommit mode: the
+    interactions first (those known only to this replica), then the ratings' two statements, all in
+    one message and so one round trip and one transaction. Returns, per write, what was stored, or None
+    for an unknown id.
+
+    One message of several statements takes the simple query protocol, hence psycopg's client-side
+    binding (`AsyncClientCursor`, which quotes the parameters with libpq): the extended protocol takes
+    one statement per message. PostgreSQL runs such a message as one implicit transaction, each
+    statement in a snapshot of its own. A pipelined BEGIN, statements and COMMIT did the same in one
+    round trip too, for three times the CPU in psycopg (1.35 against 0.45 ms per batch of 10)."""
     batch = RatingBatch.of(writes)
-    parameters = _ratings_parameters(batch)
-    async with connection.pipeline():
-        if interactions:
-            await connection.execute(INSERT_INTERACTIONS, _interactions_parameters(interactions))
-        if not batch.latest:
-            return []
-        async with connection.transaction():
-            await connection.execute(LOCK_RATED, parameters)
-            cursor = await connection.execute(UPSERT_RATINGS, parameters)
+    statements: list[str] = []
+    parameters: dict[str, str] = {}
+    if interactions:
+        statements.append(INSERT_INTERACTIONS)
+        parameters |= _interactions_parameters(interactions)
+    if batch.latest:
+        statements += [LOCK_RATED, UPSERT_RATINGS]
+        parameters |= _ratings_parameters(batch)
+    if not statements:
+        return []
+    cursor = psycopg.AsyncClientCursor(connection)
+    await cursor.execute(";".join(statements), parameters)
+    if not batch.latest:
+        return []
+    while cursor.nextset():
+        pass
     return batch.outcomes(_rated(await cursor.fetchall()))
