@@ -24,6 +24,7 @@ from starlette.responses import Response
 from feedback.records import RatingWrite, UnknownInteractionError
 from service.deps import check_api_key, state_of
 from service.errors import APIError
+from service.protocol import NO_NUL
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ PATH = "/v1/feedback"
 class FeedbackRequest(BaseModel):
     """A rating of one answer, identified by the chat completion's `id`."""
 
-    response_id: str = Field(min_length=1, max_length=64, description="The chat completion `id`.")
+    response_id: str = Field(
+        min_length=1, max_length=64, pattern=NO_NUL, description="The chat completion `id`."
+    )
     rating: int = Field(ge=1, le=5, description="1-5 stars; under 3 puts the answer in the review queue.")
-    comment: str | None = Field(None, max_length=4000)
+    comment: str | None = Field(None, max_length=4000, pattern=NO_NUL)
 
 
 class FeedbackResponse(BaseModel):
