@@ -91,21 +91,13 @@ def apply_ratings(
 ) -> list[StoredRating | None]:
     """Apply ratings in order in one transaction, first inserting `interactions` not stored yet (those
     known only to this replica). Returns, per write, what was stored, or None for an unknown id."""
-    with sessions.begin() as session:
-        return apply_ratings_on(session.connection(), writes, interactions)
-
-
-def apply_ratings_on(
-    connection: Connection,
-    writes: Sequence[RatingWrite],
-    interactions: Sequence[InteractionRecord] = (),
-) -> list[StoredRating | None]:
-    """`apply_ratings` inside the transaction open on `connection` (the caller commits)."""
-    insert_interactions(connection, interactions)
     batch = RatingBatch.of(writes)
-    if connection.dialect.name == "postgresql":
-        return batch.outcomes(postgres_writes.upsert_ratings_on(connection, batch))
-    return batch.outcomes(_upsert_ratings_portable(connection, batch))
+    with sessions.begin() as session:
+        connection = session.connection()
+        insert_interactions(connection, interactions)
+        if connection.dialect.name == "postgresql":
+            return batch.outcomes(postgres_writes.upsert_ratings_on(connection, batch))
+        return batch.outcomes(_upsert_ratings_portable(connection, batch))
 
 
 def _upsert_ratings_portable(connection: Connection, batch: RatingBatch) -> dict[str, RatedAnswer]:
