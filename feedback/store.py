@@ -5,8 +5,8 @@ are idempotent so that a replay (from the local spool, after a crash between com
 harmless: an interaction is inserted only if its id is new, and ratings are applied in their order,
 the last one winning. They take batches so that many concurrent callers share one transaction.
 
-The statements here are SQLAlchemy Core, for SQLite; on PostgreSQL the writes are the single
-statements of `feedback.postgres_writes`.
+The statements here are SQLAlchemy Core, for SQLite; on PostgreSQL the writes are the statements of
+`feedback.postgres_writes`.
 """
 
 from __future__ import annotations
