@@ -175,7 +175,7 @@ class FeedbackWriter:
         key = write.interaction_id
         async with self._key_lock(key):
             local = self._buffer.get(key)
-            if self._db_up and not await self._in_spool(key):
+            if self._db_up and not self._spool.holds(key):
                 try:
                     stored = await self._db_ratings.submit((write, local))
                 except DATABASE_ERRORS as error:
@@ -208,9 +208,6 @@ class FeedbackWriter:
             else:
                 self._locks[key] = (lock, users - 1)
 
-    async def _in_spool(self, key: str) -> bool:
-        return self._spool.holds(key)
-
     def _forget(self, record: InteractionRecord | None) -> None:
         """Drop a record from the buffer once it is stored or spooled (unless replaced meanwhile)."""
         if record is not None and self._buffer.get(record.id) is record:
@@ -232,8 +229,9 @@ class FeedbackWriter:
         in_thread: Callable[..., T],
         *args: Any,
     ) -> T:
-        """`direct(connection, *args)` awaited on the event loop on PostgreSQL (each statement commits
-        on its own), else `in_thread(sessions, *args)`, one transaction in a worker thread (SQLite)."""
+        """`direct(connection, *args)` awaited on the event loop on PostgreSQL (an autocommit connection:
+        each write is a transaction of its own), else `in_thread(sessions, *args)` in a worker thread
+        (SQLite)."""
         if self.direct is not None:
             async with self.direct.connection() as connection:
                 return await direct(connection, *args)
