@@ -56,8 +56,8 @@ class DirectConnections:
     - Not `psycopg_pool`: while the database refuses connections its `getconn` waits, up to its
       timeout, for its background reconnection; here a refused connect fails at once, so the writes
       go to the spool at once. A connection that failed is closed, never reused.
-    - Autocommit: the writes that need a transaction open one themselves (`feedback.postgres_writes`),
-      the others commit on their own."""
+    - Autocommit: a write of several statements sends them in one message, which PostgreSQL runs as
+      one transaction (`feedback.postgres_writes`); no BEGIN or COMMIT round trip."""
 
     def __init__(self, database_url: str, keep: int = 4) -> None:
         url = make_url(database_url).set(drivername="postgresql")
