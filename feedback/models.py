@@ -53,6 +53,8 @@ class Interaction(Base):
     params: Mapped[dict[str, Any]]
     streamed: Mapped[bool] = mapped_column(Boolean, default=False)
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    key_hash: Mapped[str | None] = mapped_column(String(64))
+    """Hash of the API key that received the answer (None when `/v1` is open): only it may rate."""
 
     rating: Mapped[Rating | None] = relationship(back_populates="interaction", uselist=False)
 
@@ -91,6 +93,27 @@ class Correction(Base):
     category: Mapped[str | None] = mapped_column(String(32))
     reviewer: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    check_override: Mapped[str | None] = mapped_column(Text)
+    """The reviewer's reason for saving a correction that fails a dataset check (None: it passed)."""
+    rejected_reason: Mapped[str | None] = mapped_column(Text)
+    """Why a retrain left this correction out (the record and the rule); None while it is usable."""
+    rejected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeadLetter(Base):
+    """A write the database refused for its data (PostgreSQL class 22, an integrity error), kept with
+    the error instead of blocking the writes behind it. `payload` is the record as JSON text."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    sqlstate: Mapped[str | None] = mapped_column(String(5))
+    source: Mapped[str] = mapped_column(String(16))
 
 
 class RolloutState(Base):
