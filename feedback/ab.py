@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import ABAssignment, ABJudgment, ABPair, utcnow
+from feedback.text import storable_or_none
 
 CRITERIA = ("naturalness", "accuracy", "completeness")
 """What a reviewer rates, 1-10, for each of the two answers."""
@@ -89,16 +90,13 @@ class AlreadyJudgedError(ValueError):
     """The reviewer already judged this pair; a verdict is final."""
 
 
-def _storable(value: str | None) -> str | None:
-    """Model output may hold NUL characters, which PostgreSQL text cannot: shown as U+FFFD instead."""
-    return value.replace("\x00", "\ufffd") if value is not None else None
-
-
 def queue_pairs(sessions: sessionmaker[Session], pairs: Sequence[NewPair]) -> list[int]:
     """Store pairs for blind review and return their ids, in order."""
     with sessions.begin() as session:
         rows = [
-            ABPair(created_at=utcnow(), **{key: _storable(value) for key, value in pair.__dict__.items()})
+            ABPair(
+                created_at=utcnow(), **{key: storable_or_none(value) for key, value in pair.__dict__.items()}
+            )
             for pair in pairs
         ]
         session.add_all(rows)

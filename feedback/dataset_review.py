@@ -30,13 +30,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import DatasetRecord, DatasetReview, utcnow
+from feedback.text import storable
 
 ACTIONS: tuple[str, ...] = ("approve", "edit", "reject")
 Action = Literal["approve", "edit", "reject"]
 Status = Literal["validated", "rejected", "pending"]
 _LABEL = {action: float(index) for index, action in enumerate(ACTIONS)}
 _CHUNK = 500
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 RECORD_ID = re.compile(r"rec-[0-9a-f]{24}")
 """The shape of every record id (`record_key`)."""
 
@@ -136,12 +136,6 @@ def record_key(question: str, answer: str) -> str:
     return f"rec-{digest[:24]}"
 
 
-def _storable(value: str) -> str:
-    """NUL characters (PostgreSQL text cannot hold them) and lone surrogates (not UTF-8) are stored
-    as U+FFFD instead."""
-    return _UNSTORABLE.sub("\ufffd", value)
-
-
 def submit_records(sessions: sessionmaker[Session], dataset_version: str, pairs: Iterable[RecordLike]) -> int:
     """Store pairs for review as records of `dataset_version`; records already known (same text,
     whatever version submitted them) are left untouched. Returns how many were new."""
@@ -161,8 +155,8 @@ def submit_records(sessions: sessionmaker[Session], dataset_version: str, pairs:
                     DatasetRecord(
                         id=key,
                         dataset_version=dataset_version,
-                        question=_storable(pair.question),
-                        answer=_storable(pair.answer),
+                        question=storable(pair.question),
+                        answer=storable(pair.answer),
                         category=pair.category or None,
                         register=pair.register or None,
                         source=pair.source,
@@ -258,8 +252,8 @@ def review(
                 raise UnknownRecordError(record_id)
             edited_question, edited_answer = None, None
             if action == "edit":
-                edited_question = _storable((question if question is not None else record.question).strip())
-                edited_answer = _storable((answer if answer is not None else record.answer).strip())
+                edited_question = storable((question if question is not None else record.question).strip())
+                edited_answer = storable((answer if answer is not None else record.answer).strip())
                 if not edited_question or not edited_answer:
                     raise ValueError("an edit needs a non-empty question and answer")
                 if (edited_question, edited_answer) == (record.question.strip(), record.answer.strip()):
@@ -271,7 +265,7 @@ def review(
                     action=action,
                     question=edited_question,
                     answer=edited_answer,
-                    reason=_storable(reason.strip()),
+                    reason=storable(reason.strip()),
                     created_at=utcnow(),
                 )
             )

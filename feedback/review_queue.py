@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
 from feedback.records import REVIEW_THRESHOLD
+from feedback.text import storable as _storable
 
 MAX_PAGE = 100
 """The most items one page of the queue holds."""
@@ -101,11 +102,6 @@ def last_user_message(messages: list[dict[str, Any]]) -> str:
 def _aware(moment: datetime) -> datetime:
     """SQLite hands timestamps back without a zone; they are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _storable(text: str) -> str:
-    """PostgreSQL text cannot hold NUL characters: shown as U+FFFD instead."""
-    return text.replace("\x00", "\ufffd")
 
 
 _CORRECTED = exists().where(Correction.interaction_id == Interaction.id)
