@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, description="Keys for /v1; empty: open."
     )
+    open_access: bool = Field(
+        False, description="Production: allow /v1 without API keys (production refuses to start otherwise)."
+    )
     review_session_ttl_s: int = Field(
         12 * 3600, ge=60, description="How long a reviewer's sign-in (session cookie) lasts."
     )
@@ -139,6 +142,12 @@ class Settings(BaseSettings):
     upstream_api_key: str = Field(
         "", repr=False, description="openai engine: bearer token sent to every upstream (secret)."
     )
+    upstream_admin_token: str = Field(
+        "",
+        repr=False,
+        description="openai engine: bearer token of the upstreams' adapter loads and unloads (their admin "
+        "token, secret); empty: the upstream API key.",
+    )
     upstream_timeout_s: float = Field(
         120.0, gt=0, description="openai engine: longest wait for an upstream's next byte or a connection."
     )
@@ -171,6 +180,10 @@ class Settings(BaseSettings):
             for name in ("admin_token", "user_hash_key"):
                 if len(getattr(self, name)) < 16:
                     raise ValueError(f"ZANTARA_{name.upper()} must be set (16+ characters) in production")
+            if not self.api_keys and not self.open_access:
+                raise ValueError(
+                    "ZANTARA_API_KEYS must be set in production (or ZANTARA_OPEN_ACCESS=true for an open /v1)"
+                )
         return self
 
     @cached_property

@@ -68,8 +68,9 @@ router.include_router(completions)
 
 @router.get("/models", response_model=ModelList)
 async def list_models(state: StateDep) -> ModelList:
-    """The routed alias, the base model, and every loaded adapter (with `parent` = the base)."""
+    """The routed alias, the base model, and every loaded adapter (with `parent` = the base, and its
+    `NAME@VERSION` as `root`: where an adapter lies on the server is nobody's business outside it)."""
     base = state.base_model_id
     cards = [ModelCard(id=state.settings.served_model_alias, root=base), ModelCard(id=base, root=base)]
-    cards += [ModelCard(id=a.key, root=a.path, parent=base) for a in state.engine.adapters()]
+    cards += [ModelCard(id=a.key, root=a.key, parent=base) for a in state.engine.adapters()]
     return ModelList(data=cards)

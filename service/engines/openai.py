@@ -10,8 +10,11 @@ the request.
 
 The base model and the adapters come from the upstreams' `GET /v1/models` (adapters carry `parent`;
 their served names are our `NAME@VERSION` keys). Loads and unloads are pushed to every upstream with
-vLLM's runtime endpoints; an upstream that lost a runtime-loaded adapter (it restarted) gets it pushed
-again when it answers 404 for it. Prompts are rendered, checked and counted by the upstream.
+vLLM's runtime endpoints, with the upstreams' admin token (`ZANTARA_UPSTREAM_ADMIN_TOKEN`; the chat key
+`ZANTARA_UPSTREAM_API_KEY` only when none is set, as `vllm serve --api-key` takes one key for both); an
+upstream that lost a runtime-loaded adapter (it restarted) gets it pushed again when it answers 404 for
+it. A push that fails for any other reason than a refused adapter is an `EngineUnavailableError` (503).
+Prompts are rendered, checked and counted by the upstream.
 
 The client is `httpx2` (pydantic's continuation of httpx, the same API): httpx 0.28's connection pool
 does work per request that grows with the number of pooled connections (encode/httpx#3215). Against
@@ -80,6 +83,7 @@ class OpenAIEngine:
         urls: list[str],
         *,
         api_key: str = "",
+        admin_token: str = "",
         timeout_s: float = 120.0,
         connect_timeout_s: float = 3.0,
         max_connections: int = 256,
@@ -92,6 +96,8 @@ class OpenAIEngine:
                 "ZANTARA_ENGINE=openai needs ZANTARA_UPSTREAM_URLS (comma-separated .../v1 URLs)"
             )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        admin = admin_token or api_key
+        self._admin_headers = {"Authorization": f"Bearer {admin}"} if admin else {}
         timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._upstreams = [
@@ -117,6 +123,7 @@ class OpenAIEngine:
         return cls(
             settings.upstream_urls,
             api_key=settings.upstream_api_key,
+            admin_token=settings.upstream_admin_token,
             timeout_s=settings.upstream_timeout_s,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             max_connections=settings.upstream_max_connections,
@@ -164,7 +171,8 @@ class OpenAIEngine:
                 if not version:
                     log.warning("ignoring upstream adapter %r: serve adapters as NAME@VERSION", served)
                     continue
-                adapters.setdefault(served, AdapterInfo(name, version, path))
+                known = self._adapters.get(served)  # loaded through here: its path on the upstreams
+                adapters.setdefault(served, known or AdapterInfo(name, version, path))
         self._adapters = adapters
         return True
 
@@ -274,7 +282,7 @@ class OpenAIEngine:
     async def _heal(self, upstream: Upstream, key: str) -> bool:
         """Push an adapter again to an upstream that lost it; True when it now has it."""
         info = self._adapters.get(key)
-        if info is None:
+        if info is None or info.path in ("", key):  # listed by an upstream that shows no path
             return False
         log.warning("%s lost adapter %s; loading it again", upstream.url, key)
         outcome = await self._push_load(upstream, info)
@@ -309,10 +317,13 @@ class OpenAIEngine:
         await asyncio.gather(*(self._push_unload(u, key) for u in self._upstreams))
 
     async def _push_load(self, upstream: Upstream, info: AdapterInfo) -> EngineError | str | None:
-        """None when the upstream serves the adapter now, "unreachable", or its refusal."""
+        """None when the upstream serves the adapter now, "unreachable", or its refusal: a 400/404/422 an
+        `InvalidRequestError`, anything else (a wrong admin token included) an `EngineUnavailableError`."""
         body = {"lora_name": info.key, "lora_path": info.path}
         try:
-            response = await upstream.client.post("/load_lora_adapter", json=body)
+            response = await upstream.client.post(
+                "/load_lora_adapter", json=body, headers=self._admin_headers
+            )
         except httpx2.HTTPError as error:
             log.warning("loading %s on %s failed: %s", info.key, upstream.url, type(error).__name__)
             return "unreachable"
@@ -323,11 +334,22 @@ class OpenAIEngine:
             return None
         if response.status_code in (400, 404, 422):
             return InvalidRequestError(f"{upstream.url}: {message}", code="invalid_adapter", param="path")
-        return _status_error(upstream, response)
+        log.error("loading %s on %s: %s %s", info.key, upstream.url, response.status_code, message)
+        if response.status_code in (401, 403):
+            return EngineUnavailableError(
+                f"the inference server {upstream.url} refused the adapter load ({response.status_code}): "
+                "ZANTARA_UPSTREAM_ADMIN_TOKEN must be its admin token"
+            )
+        return EngineUnavailableError(
+            f"the inference server {upstream.url} could not load the adapter ({response.status_code}); "
+            "retry shortly"
+        )
 
     async def _push_unload(self, upstream: Upstream, key: str) -> None:
         try:
-            response = await upstream.client.post("/unload_lora_adapter", json={"lora_name": key})
+            response = await upstream.client.post(
+                "/unload_lora_adapter", json={"lora_name": key}, headers=self._admin_headers
+            )
         except httpx2.HTTPError as error:
             log.warning("unloading %s on %s failed: %s", key, upstream.url, type(error).__name__)
             return

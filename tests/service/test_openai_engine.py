@@ -49,11 +49,17 @@ class FakeUpstream:
     chats: list[dict[str, object]] = field(default_factory=list)
     loads: list[dict[str, object]] = field(default_factory=list)
     unloads: list[dict[str, object]] = field(default_factory=list)
+    tokens: dict[str, set[str]] = field(default_factory=dict)
     aborted: int = 0
     url: str = ""
 
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.middleware("http")
+        async def bearer(request: Request, call_next):  # type: ignore[no-untyped-def]
+            self.tokens.setdefault(request.url.path, set()).add(request.headers.get("authorization", ""))
+            return await call_next(request)
 
         @app.get("/v1/models")
         async def models() -> dict[str, object]:
@@ -321,6 +327,33 @@ async def test_adapters_are_pushed_to_every_upstream(fakes: list[FakeUpstream]) 
     await engine.close()
 
 
+async def test_loads_carry_the_admin_token_and_chats_the_api_key(fakes: list[FakeUpstream]) -> None:
+    engine = OpenAIEngine([fakes[0].url], api_key="chat-key", admin_token="admin-token")
+    await engine.start()
+    await engine.load_adapter(AdapterInfo("new", "v2", "/adapters/new/v2"))
+    assert await _ask(engine, "new@v2") == "w0 w1 w2 "
+    await engine.unload_adapter("new@v2")
+    tokens = fakes[0].tokens
+    assert tokens["/v1/load_lora_adapter"] == tokens["/v1/unload_lora_adapter"] == {"Bearer admin-token"}
+    assert tokens["/v1/chat/completions"] == tokens["/v1/models"] == {"Bearer chat-key"}
+    await engine.close()
+
+
+@pytest.mark.parametrize(("status", "says"), [(401, "ZANTARA_UPSTREAM_ADMIN_TOKEN"), (500, "(500)")])
+async def test_a_load_the_upstream_fails_is_unavailable_not_a_generation_error(
+    fakes: list[FakeUpstream], status: int, says: str
+) -> None:
+    """A wrong admin token (the chart's router once sent the chat key) or a failing upstream: a 503 for
+    the caller, with the reason, never a 500."""
+    engine = await _engine([f.url for f in fakes])
+    fakes[1].load_status, fakes[1].load_message = status, "no"
+    with pytest.raises(EngineUnavailableError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        await engine.load_adapter(AdapterInfo("new", "v2", "/adapters/new/v2"))
+    assert fakes[0].unloads == [{"lora_name": "new@v2"}]
+    assert "new@v2" not in {a.key for a in engine.adapters()}
+    await engine.close()
+
+
 async def test_a_refused_load_is_undone_everywhere(fakes: list[FakeUpstream]) -> None:
     engine = await _engine([f.url for f in fakes])
     fakes[1].load_status, fakes[1].load_message = 404, "No adapter found at /nowhere"
@@ -362,6 +395,9 @@ async def test_load_lora_adapter_on_our_service(
     )
     models = {m["id"]: m for m in (await hf_client.get("/v1/models")).json()["data"]}
     assert models["zantara-demo@v2"]["parent"] == "zantara-demo-base"
+    # the key as root, never where the adapter lies on the server
+    assert models["zantara-demo@v2"]["root"] == "zantara-demo@v2"
+    assert str(demo_adapter_path) not in json.dumps(models) and "/" not in json.dumps(models)
     answer = await hf_client.post(
         "/v1/chat/completions",
         json={"model": "zantara-demo@v2", "messages": MESSAGES, "max_tokens": 2},

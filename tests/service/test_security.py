@@ -148,8 +148,18 @@ def test_production_refuses_a_missing_user_hash_key_without_echoing_secrets() ->
     message = str(refused.value)
     assert "ZANTARA_USER_HASH_KEY" in message
     assert "pw-LEAK" not in message and "0123456789" not in message
-    settings = Settings(environment="production", admin_token=admin, user_hash_key="k" * 16)
+    settings = Settings(
+        environment="production", admin_token=admin, user_hash_key="k" * 16, api_keys=["key-0123456789"]
+    )
     assert "0123456789" not in repr(settings) and "kkkk" not in repr(settings)
+
+
+def test_production_refuses_an_open_v1_unless_it_says_so() -> None:
+    secrets = {"environment": "production", "admin_token": "a" * 16, "user_hash_key": "k" * 16}
+    with pytest.raises(ValidationError, match="ZANTARA_API_KEYS must be set in production"):
+        Settings(**secrets)  # type: ignore[arg-type]
+    assert Settings(**secrets, open_access=True).api_keys == []  # type: ignore[arg-type]
+    assert Settings(**secrets, api_keys="key-1").api_keys == ["key-1"]  # type: ignore[arg-type]
 
 
 def test_serve_prints_the_database_url_without_its_password(
