@@ -3,14 +3,21 @@
 The rollout has up to two adapters: the live one (None: the base model) serves everyone, except the
 canary's sticky share of users. Every change is an audit event and moves the adapters' registry
 statuses in the same transaction (see `feedback.registry`).
+
+Every change is a compare-and-set: the rollout it replaces is read inside the transaction that holds
+the row lock (`SELECT ... FOR UPDATE` on PostgreSQL; on SQLite the transaction's first statement is a
+write, which takes the database's write lock before the read), and the change's conditions (`Check`s:
+an active canary to promote, the version the caller expects) are checked against that read, never
+against a cached one.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import select
@@ -47,6 +54,120 @@ class Rollout:
     def canary_active(self) -> bool:
         """True when a canary adapter receives users."""
         return self.adapter is not None and self.percentage > 0
+
+    @property
+    def active_canary(self) -> str | None:
+        """The canary adapter while it receives users, else None."""
+        return self.adapter if self.canary_active else None
+
+    def describe(self) -> str:
+        """One line for messages: the canary and its share, and the live adapter."""
+        canary = (
+            f"canary {self.adapter} at {self.percentage:g}%" if self.canary_active else "no active canary"
+        )
+        return f"{canary}, live {self.live_adapter or 'base model'}"
+
+
+class RolloutConflict(Exception):
+    """A change refused because the rollout it would replace is not what the change requires (the
+    caller's expected version, an active canary, ...): HTTP 409 with `code`."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code or self.code
+
+
+class NoCanaryError(RolloutConflict):
+    """Promotion asked for while no canary receives users."""
+
+    code = "no_canary"
+
+
+Check = Callable[[Rollout], None]
+"""A condition a change puts on the rollout it replaces, read inside the row lock; raises
+`RolloutConflict` when the rollout does not meet it."""
+
+
+def matches(expected: str, key: str | None) -> bool:
+    """True when `key` (`NAME@VERSION`) is `expected`: that exact version, or any version of a bare NAME."""
+    if key is None:
+        return False
+    return key == expected if "@" in expected else key.partition("@")[0] == expected
+
+
+def canary_is(expected: str) -> Check:
+    """The active canary must be `expected` (the version the caller saw and means to act on)."""
+
+    def check(current: Rollout) -> None:
+        if not current.canary_active or not matches(expected, current.adapter):
+            raise RolloutConflict(
+                f"expected the canary {expected}, but the rollout now has {current.describe()}"
+            )
+
+    return check
+
+
+def rolls_back(expected: str) -> Check:
+    """A rollback must take `expected` off: the active canary, or the live adapter while none is active
+    (so two people rolling back one canary at once do not also roll back the live version)."""
+
+    def check(current: Rollout) -> None:
+        leaving = current.active_canary or current.live_adapter
+        if not matches(expected, leaving):
+            raise RolloutConflict(
+                f"expected to roll back {expected}, but the rollout now has {current.describe()}"
+            )
+
+    return check
+
+
+def adapter_is(expected: str | None) -> Check:
+    """The stored canary adapter (active or not) must still be `expected`: a change prepared from a
+    fresh read that keeps the canary must not keep one that another writer replaced meanwhile."""
+
+    def check(current: Rollout) -> None:
+        if current.adapter != expected:
+            raise RolloutConflict(
+                f"the canary changed while this change was prepared: the rollout now has {current.describe()}"
+            )
+
+    return check
+
+
+def unchanged(read: Rollout) -> Check:
+    """The rollout must still be exactly the one read before deciding (the guardrail's checks)."""
+
+    def check(current: Rollout) -> None:
+        same = (current.percentage, current.adapter, current.live_adapter, current.updated_at)
+        if same != (read.percentage, read.adapter, read.live_adapter, read.updated_at):
+            raise RolloutConflict(
+                f"the rollout changed since it was read ({read.describe()}): it now has {current.describe()}"
+            )
+
+    return check
+
+
+def not_live(key: str | None, percentage: float) -> Check:
+    """A canary with a share must not be the live adapter (it already serves everyone else)."""
+
+    def check(current: Rollout) -> None:
+        if key is not None and percentage > 0 and key == current.live_adapter:
+            raise RolloutConflict(
+                f"{key} is already live: it serves every user outside the canary.", code="adapter_is_live"
+            )
+
+    return check
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a change sets: the canary, its share, and the live adapter."""
+
+    percentage: float
+    adapter: str | None
+    live_adapter: str | None
 
 
 class RolloutStore:
@@ -106,11 +227,7 @@ class RolloutStore:
             return cached
         with self._sessions() as session:
             row = session.get(RolloutState, STATE_ID)
-            rollout = (
-                self._default
-                if row is None
-                else Rollout(row.percentage, row.adapter, row.updated_at, row.updated_by, row.live_adapter)
-            )
+            rollout = self._default if row is None else _from_row(row)
         with self._lock:
             self._cached, self._cached_at = rollout, time.monotonic()
         return rollout
@@ -127,6 +244,11 @@ class RolloutStore:
         with self._lock:
             self._cached = None
 
+    def fresh(self) -> Rollout:
+        """The rollout read from the database now (the cache is refreshed, never trusted)."""
+        self.invalidate()
+        return self.current()
+
     def change(
         self,
         *,
@@ -137,96 +259,106 @@ class RolloutStore:
         reason: str = "",
         live_adapter: str | None | _Keep = KEEP,
         details: dict[str, Any] | None = None,
+        expect: Sequence[Check] = (),
+        audit_conflict: bool = False,
     ) -> tuple[Rollout, Rollout]:
         """Set the canary and its share (and the live adapter, unless KEEP), record who changed it from
-        what to what and why, and move registry statuses; returns (before, after)."""
+        what to what and why, and move registry statuses; returns (before, after).
+
+        `expect`: conditions on the rollout it replaces, checked inside the row lock (else
+        `RolloutConflict`, nothing changed; with `audit_conflict` the refusal is an audit event)."""
         if not 0 <= percentage <= 100:
             raise ValueError(f"percentage must be within 0-100, got {percentage}")
-        with self._sessions.begin() as session:
-            before, row = self._locked(session)
+
+        def plan(_: Session, before: Rollout) -> _Target:
             live = before.live_adapter if isinstance(live_adapter, _Keep) else live_adapter
-            now = utcnow()
-            row.percentage, row.adapter, row.live_adapter = percentage, adapter, live
-            row.updated_at, row.updated_by = now, actor
-            after = Rollout(percentage, adapter, now, actor, live)
-            session.add(
-                RolloutEvent(
-                    created_at=now,
-                    actor=actor,
-                    action=action,
-                    from_percentage=before.percentage,
-                    to_percentage=percentage,
-                    from_adapter=before.adapter,
-                    to_adapter=adapter,
-                    from_live=before.live_adapter,
-                    to_live=live,
-                    reason=reason,
-                    details=details or {},
-                )
-            )
-            _move_statuses(session, before, after, action)
-        self.invalidate()
-        return before, after
+            return _Target(percentage, adapter, live)
+
+        return self._apply(plan, actor, action, reason, details, expect, audit_conflict)
 
     def promote(
-        self, *, actor: str, action: str = "promote", reason: str = "", details: dict[str, Any] | None = None
+        self,
+        *,
+        actor: str,
+        action: str = "promote",
+        reason: str = "",
+        details: dict[str, Any] | None = None,
+        expect: Sequence[Check] = (),
+        audit_conflict: bool = False,
     ) -> tuple[Rollout, Rollout]:
-        """Make the canary the live adapter for everyone (the previous live version retires)."""
-        current = self._read_fresh()
-        if current.adapter is None:
-            raise NoCanaryError("there is no canary to promote")
-        return self.change(
-            percentage=0,
-            adapter=None,
-            live_adapter=current.adapter,
-            actor=actor,
-            action=action,
-            reason=reason,
-            details=details,
-        )
+        """Make the active canary the live adapter for everyone (the previous live version retires);
+        `NoCanaryError` when no canary receives users (a rolled-back canary is never promoted)."""
+
+        def plan(_: Session, before: Rollout) -> _Target:
+            if before.active_canary is None:
+                raise NoCanaryError(
+                    f"There is no active canary to promote: the rollout has {before.describe()}."
+                )
+            return _Target(0, None, before.active_canary)
+
+        return self._apply(plan, actor, action, reason, details, expect, audit_conflict)
 
     def rollback(
-        self, *, actor: str, action: str = "rollback", reason: str = "", details: dict[str, Any] | None = None
+        self,
+        *,
+        actor: str,
+        action: str = "rollback",
+        reason: str = "",
+        details: dict[str, Any] | None = None,
+        expect: Sequence[Check] = (),
+        audit_conflict: bool = False,
     ) -> tuple[Rollout, Rollout]:
         """One step back: an active canary stops receiving users (they return to the live adapter or the
         base); with no active canary, the live adapter gives way to the previous live one, or the base."""
-        current = self._read_fresh()
-        if current.canary_active:
-            return self.change(
-                percentage=0,
-                adapter=current.adapter,
-                actor=actor,
-                action=action,
-                reason=reason,
-                details=details,
-            )
-        return self.change(
-            percentage=0,
-            adapter=current.adapter,
-            live_adapter=self.previous_live(current.live_adapter),
-            actor=actor,
-            action=action,
-            reason=reason,
-            details=details,
-        )
 
-    def previous_live(self, live: str | None) -> str | None:
-        """The adapter that was live when `live` was last promoted (None: the base model); a rollback
-        that restored `live` does not count, so repeated rollbacks walk back through the promotions."""
-        if live is None:
-            return None
-        with self._sessions() as session:
-            event = session.scalars(
-                select(RolloutEvent)
-                .where(RolloutEvent.to_live == live, RolloutEvent.action.in_(PROMOTIONS))
-                .order_by(RolloutEvent.id.desc())
-                .limit(1)
-            ).first()
-            return event.from_live if event is not None else None
+        def plan(session: Session, before: Rollout) -> _Target:
+            if before.canary_active:
+                return _Target(0, before.adapter, before.live_adapter)
+            return _Target(0, before.adapter, _previous_live(session, before.live_adapter))
 
-    def _read_fresh(self) -> Rollout:
+        return self._apply(plan, actor, action, reason, details, expect, audit_conflict)
+
+    def _apply(
+        self,
+        plan: Callable[[Session, Rollout], _Target],
+        actor: str,
+        action: str,
+        reason: str,
+        details: dict[str, Any] | None,
+        expect: Sequence[Check],
+        audit_conflict: bool,
+    ) -> tuple[Rollout, Rollout]:
+        """Read the rollout under its row lock, check `expect`, plan the change from that read and write
+        it with its audit event, all in one transaction."""
+        conflict: RolloutConflict | None = None
+        with self._sessions.begin() as session:
+            before, row = self._locked(session)
+            try:
+                for check in expect:
+                    check(before)
+                target = plan(session, before)
+            except RolloutConflict as refused:
+                if not audit_conflict:
+                    raise
+                conflict = refused
+                session.add(
+                    _event(utcnow(), actor, f"{action}-skipped", before, before, str(refused), details)
+                )
+            else:
+                now = utcnow()
+                row.percentage, row.adapter, row.live_adapter = (
+                    target.percentage,
+                    target.adapter,
+                    target.live_adapter,
+                )
+                row.updated_at, row.updated_by = now, actor
+                after = Rollout(target.percentage, target.adapter, now, actor, target.live_adapter)
+                session.add(_event(now, actor, action, before, after, reason, details))
+                _move_statuses(session, before, after, action)
         self.invalidate()
-        return self.current()
+        if conflict is not None:
+            raise conflict
+        return before, after
 
     def _locked(self, session: Session) -> tuple[Rollout, RolloutState]:
         """The stored rollout, row-locked (created from the default first if missing: two first changes
@@ -234,12 +366,7 @@ class RolloutStore:
         default = self._default
         created = _insert_if_absent(session, default.percentage, default.adapter, utcnow(), "default")
         row = session.scalars(select(RolloutState).where(RolloutState.id == STATE_ID).with_for_update()).one()
-        before = (
-            default
-            if created
-            else Rollout(row.percentage, row.adapter, row.updated_at, row.updated_by, row.live_adapter)
-        )
-        return before, row
+        return (default if created else _from_row(row)), row
 
     def history(self, limit: int = 50) -> list[RolloutEvent]:
         """The latest audit events, newest first."""
@@ -247,8 +374,50 @@ class RolloutStore:
             return list(session.scalars(select(RolloutEvent).order_by(RolloutEvent.id.desc()).limit(limit)))
 
 
-class NoCanaryError(LookupError):
-    """Promotion asked for while no canary is set."""
+def _from_row(row: RolloutState) -> Rollout:
+    """The stored rollout (SQLite hands timestamps back without their zone: UTC)."""
+    updated = row.updated_at
+    if updated is not None and updated.tzinfo is None:
+        updated = updated.replace(tzinfo=UTC)
+    return Rollout(row.percentage, row.adapter, updated, row.updated_by, row.live_adapter)
+
+
+def _previous_live(session: Session, live: str | None) -> str | None:
+    """The adapter that was live when `live` was last promoted (None: the base model)."""
+    if live is None:
+        return None
+    event = session.scalars(
+        select(RolloutEvent)
+        .where(RolloutEvent.to_live == live, RolloutEvent.action.in_(PROMOTIONS))
+        .order_by(RolloutEvent.id.desc())
+        .limit(1)
+    ).first()
+    return event.from_live if event is not None else None
+
+
+def _event(
+    now: datetime,
+    actor: str,
+    action: str,
+    before: Rollout,
+    after: Rollout,
+    reason: str,
+    details: dict[str, Any] | None,
+) -> RolloutEvent:
+    """The audit event of one change (or of a refused one: `before` and `after` alike)."""
+    return RolloutEvent(
+        created_at=now,
+        actor=actor,
+        action=action,
+        from_percentage=before.percentage,
+        to_percentage=after.percentage,
+        from_adapter=before.adapter,
+        to_adapter=after.adapter,
+        from_live=before.live_adapter,
+        to_live=after.live_adapter,
+        reason=reason,
+        details=details or {},
+    )
 
 
 def _move_statuses(session: Session, before: Rollout, after: Rollout, action: str) -> None:

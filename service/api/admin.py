@@ -3,6 +3,7 @@ and adapters at run time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from feedback.registry import AdapterEntry, get_version, list_versions
-from router.rollout import NoCanaryError, Rollout
+from router.rollout import Check, Rollout, RolloutConflict, adapter_is, canary_is, not_live, rolls_back
 from service.adapters import ensure_loaded, find_adapter, load_and_register
 from service.deps import ActorDep, StateDep, require_admin
 from service.engines.base import AdapterInfo, InvalidRequestError
@@ -25,6 +26,19 @@ NAME = r"^[A-Za-z0-9._-]+$"
 ADAPTER_KEY = r"^[A-Za-z0-9._-]+(@[A-Za-z0-9._-]+)?$"
 ADAPTER_KEY_MAX = 165
 """An adapter `NAME` (up to 100 characters) or `NAME@VERSION` (version up to 64)."""
+
+
+def _expected_adapter() -> Any:
+    """The optional compare-and-set field of every rollout change."""
+    return Field(
+        None,
+        max_length=ADAPTER_KEY_MAX,
+        pattern=ADAPTER_KEY,
+        description="Compare-and-set: the version this change expects to act on, the active canary (a "
+        "rollback without one: the live adapter); `NAME@VERSION`, a bare `NAME` matches any version. "
+        "409 `conflict` when the rollout, read under its lock, has another one.",
+    )
+
 
 router = APIRouter(
     prefix="/admin",
@@ -59,6 +73,7 @@ class RolloutChange(BaseModel):
         "hot-loaded first); default: keep the current one.",
     )
     reason: Text = Field("", max_length=2000)
+    expected_adapter: str | None = _expected_adapter()
 
 
 class RollbackRequest(BaseModel):
@@ -67,6 +82,11 @@ class RollbackRequest(BaseModel):
     model_config = ConfigDict(strict=True)
 
     reason: Text = Field("", max_length=2000)
+    expected_adapter: str | None = _expected_adapter()
+
+    def expect(self, condition: Callable[[str], Check] = canary_is) -> list[Check]:
+        """The compare-and-set condition this body asks for (`condition` of its expected adapter)."""
+        return [condition(self.expected_adapter)] if self.expected_adapter else []
 
 
 class RolloutEventView(BaseModel):
@@ -147,8 +167,9 @@ async def get_rollout(state: StateDep) -> RolloutView:
 @router.put("/rollout", response_model=RolloutView)
 async def set_rollout(body: RolloutChange, state: StateDep, who: ActorDep) -> RolloutView:
     """Set the canary and its share of users; a registered version this replica does not hold yet is
-    hot-loaded first (the other replicas load it within seconds). Audited."""
-    current = await run_in_threadpool(state.rollout.current)
+    hot-loaded first (the other replicas load it within seconds). Audited; the rollout it replaces is
+    read fresh, and checked again inside the row lock (409 when it changed meanwhile)."""
+    current = await run_in_threadpool(state.rollout.fresh)
     wanted = body.adapter or current.adapter
     adapter = await ensure_loaded(state, wanted) if wanted else None
     if body.percentage > 0 and adapter is None:
@@ -160,13 +181,19 @@ async def set_rollout(body: RolloutChange, state: StateDep, who: ActorDep) -> Ro
             param="adapter",
         )
     key = adapter.key if adapter else wanted
-    if key is not None and key == current.live_adapter and body.percentage > 0:
-        raise APIError(
-            409, f"{key} is already live: it serves every user outside the canary.", code="adapter_is_live"
-        )
-    _, after = await run_in_threadpool(
+    expect = [not_live(key, body.percentage)]
+    if body.adapter is None:
+        expect.append(adapter_is(current.adapter))  # keeping the canary: the one read above
+    if body.expected_adapter:
+        expect.append(canary_is(body.expected_adapter))
+    _, after = await _applied(
         lambda: state.rollout.change(
-            percentage=body.percentage, adapter=key, actor=who, action="set", reason=body.reason
+            percentage=body.percentage,
+            adapter=key,
+            actor=who,
+            action="set",
+            reason=body.reason,
+            expect=expect,
         )
     )
     return _changed(state, "set", after)
@@ -174,13 +201,12 @@ async def set_rollout(body: RolloutChange, state: StateDep, who: ActorDep) -> Ro
 
 @router.post("/promote", response_model=RolloutView)
 async def promote(state: StateDep, who: ActorDep, body: RollbackRequest | None = None) -> RolloutView:
-    """Make the canary the live adapter for every user (the previous live version retires); audited."""
-    try:
-        _, after = await run_in_threadpool(
-            lambda: state.rollout.promote(actor=who, reason=body.reason if body else "")
-        )
-    except NoCanaryError:
-        raise APIError(409, "There is no canary to promote.", code="no_canary") from None
+    """Make the active canary the live adapter for every user (the previous live version retires);
+    409 `no_canary` without an active canary (a rolled-back one is never promoted). Audited."""
+    request = body or RollbackRequest()
+    _, after = await _applied(
+        lambda: state.rollout.promote(actor=who, reason=request.reason, expect=request.expect())
+    )
     return _changed(state, "promote", after)
 
 
@@ -188,11 +214,21 @@ async def promote(state: StateDep, who: ActorDep, body: RollbackRequest | None =
 async def rollback(state: StateDep, who: ActorDep, body: RollbackRequest | None = None) -> RolloutView:
     """One step back, at once: an active canary stops receiving users (they return to the live adapter
     or the base model); without one, the live adapter gives way to the previous live version or the
-    base model. Audited."""
-    _, after = await run_in_threadpool(
-        lambda: state.rollout.rollback(actor=who, reason=body.reason if body else "")
+    base model. `expected_adapter` names the version it takes off (the active canary, else the live
+    one). Audited."""
+    request = body or RollbackRequest()
+    _, after = await _applied(
+        lambda: state.rollout.rollback(actor=who, reason=request.reason, expect=request.expect(rolls_back))
     )
     return _changed(state, "rollback", after)
+
+
+async def _applied(change: Callable[[], tuple[Rollout, Rollout]]) -> tuple[Rollout, Rollout]:
+    """Run a rollout change in a worker thread; a refused compare-and-set is a 409 with its code."""
+    try:
+        return await run_in_threadpool(change)
+    except RolloutConflict as conflict:
+        raise APIError(409, str(conflict), code=conflict.code) from None
 
 
 def _changed(state: ServiceState, action: str, after: Rollout) -> RolloutView:

@@ -188,3 +188,42 @@ def test_promote_and_rollback_walk_the_lifecycle(registry_store) -> None:  # typ
     automatic = next(e for e in events if e.action == "auto-rollback")
     assert automatic.details == {"samples": [40, 41]} and automatic.from_adapter == "z@v3"
     assert (events[0].from_live, events[0].to_live) == ("z@v1", None)
+
+
+def test_promote_after_a_rollback_is_refused_and_nothing_goes_live(registry_store) -> None:  # type: ignore[no-untyped-def]
+    """Found live: 50% -> rollback -> promote made the rolled-back version live for everyone."""
+    from router.rollout import NoCanaryError
+
+    store, sessions = registry_store
+    store.change(percentage=50, adapter="z@v1", actor="ops", action="set")
+    store.rollback(actor="oncall", reason="bad answers")
+    with pytest.raises(NoCanaryError):
+        store.promote(actor="ops")
+    current = store.current()
+    assert (current.live_adapter, current.canary_active) == (None, False)
+    assert _statuses(sessions, "z@v1") == ["rejected"]
+    assert [e.action for e in store.history()] == ["rollback", "set"]
+
+
+def test_a_stale_expected_version_is_refused_inside_the_lock(registry_store) -> None:  # type: ignore[no-untyped-def]
+    from router.rollout import RolloutConflict, canary_is
+
+    store, sessions = registry_store
+    store.change(percentage=20, adapter="z@v1", actor="ana", action="set")
+    other = RolloutStore(sessions, default_percentage=20, cache_s=60)
+    other.change(percentage=20, adapter="z@v2", actor="budi", action="set")  # ana's view is now stale
+    for refused in (
+        lambda: store.promote(actor="ana", expect=[canary_is("z@v1")]),
+        lambda: store.rollback(actor="ana", expect=[canary_is("z@v1")]),
+        lambda: store.change(
+            percentage=50, adapter="z@v1", actor="ana", action="set", expect=[canary_is("z@v1")]
+        ),
+    ):
+        with pytest.raises(RolloutConflict) as conflict:
+            refused()
+        assert conflict.value.code == "conflict" and "z@v2" in str(conflict.value)
+    current = other.current()
+    assert (current.adapter, current.percentage, current.live_adapter) == ("z@v2", 20, None)
+    _, promoted = store.promote(actor="ana", expect=[canary_is("z@v2")])
+    assert promoted.live_adapter == "z@v2"
+    assert [e.action for e in store.history()] == ["promote", "set", "set"]

@@ -112,3 +112,67 @@ async def test_adapters_load_and_unload_without_restart(
         ),
         422,
     )
+
+
+async def test_promote_after_a_rollback_is_a_conflict_and_nothing_goes_live(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """Found live: 50% -> rollback -> promote answered 200 and the rolled-back version went live."""
+    await app_client.put("/admin/rollout", headers=admin_headers(), json={"percentage": 50})
+    await app_client.post("/admin/rollback", headers=admin_headers(), json={"reason": "bad answers"})
+    refused = await app_client.post("/admin/promote", headers=admin_headers(), json={"reason": "oops"})
+    assert assert_error(refused, 409)["code"] == "no_canary"
+    current = (await app_client.get("/admin/rollout", headers=admin_headers())).json()
+    assert (current["live_adapter"], current["percentage"]) == (None, 0)
+    routed = await app_client.post("/v1/chat/completions", json=chat_body(max_tokens=2, user="anyone"))
+    assert routed.headers["x-zantara-variant"] == "base"
+    events = (await app_client.get("/admin/rollout/events", headers=admin_headers())).json()
+    assert [e["action"] for e in events] == ["rollback", "set", "initial"]
+
+
+@pytest.mark.parametrize("path", ["/admin/promote", "/admin/rollback"])
+async def test_a_stale_expected_version_is_a_conflict(app_client: httpx.AsyncClient, path: str) -> None:
+    await app_client.put("/admin/rollout", headers=admin_headers(), json={"percentage": 50})
+    body = {"reason": "as I saw it", "expected_adapter": "zantara-demo@v0"}
+    refused = await app_client.post(path, headers=admin_headers(), json=body)
+    assert assert_error(refused, 409)["code"] == "conflict"
+    stale_set = await app_client.put(
+        "/admin/rollout",
+        headers=admin_headers(),
+        json={"percentage": 80, "expected_adapter": "zantara-demo@v0"},
+    )
+    assert assert_error(stale_set, 409)["code"] == "conflict"
+    current = (await app_client.get("/admin/rollout", headers=admin_headers())).json()
+    assert (current["adapter"], current["percentage"], current["live_adapter"]) == (
+        "zantara-demo@v1",
+        50,
+        None,
+    )
+    done = await app_client.post(path, headers=admin_headers(), json={"expected_adapter": "zantara-demo@v1"})
+    assert done.status_code == 200, done.text
+
+
+async def test_a_rollout_change_reads_the_rollout_not_the_cache(settings_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Another replica promotes the canary; this replica still caches it as the canary at 20%: a PUT
+    of a new share must not bring the promoted version back as a canary."""
+    from feedback.db import create_db_engine, make_session_factory
+    from router.rollout import RolloutStore
+    from service.app import create_app
+    from tests.conftest import running
+
+    async with running(create_app(settings_factory(database_url=database_url, rollout_cache_s=60))) as client:
+        cached = (await client.get("/admin/rollout", headers=admin_headers())).json()
+        assert (cached["adapter"], cached["percentage"]) == ("zantara-demo@v1", 20)
+        engine = create_db_engine(database_url)
+        RolloutStore(make_session_factory(engine), default_percentage=20, cache_s=0).promote(
+            actor="other-replica"
+        )
+        engine.dispose()
+        refused = await client.put("/admin/rollout", headers=admin_headers(), json={"percentage": 50})
+        assert assert_error(refused, 409)["code"] == "adapter_not_loaded"
+        current = (await client.get("/admin/rollout", headers=admin_headers())).json()
+        assert (current["adapter"], current["percentage"], current["live_adapter"]) == (
+            None,
+            0,
+            "zantara-demo@v1",
+        )
