@@ -2,9 +2,15 @@
 
 Two arms are compared over the same period: the canary (interactions the router sent to the canary
 adapter) and the control (the live adapter's interactions, or the base model's while no adapter is
-live). Per arm: the current star ratings (counted per star), requests, failed generations
-(`finish_reason == "error"`) and the p99 latency. Pinned requests (a model named explicitly) belong
-to neither arm.
+live). Pinned requests (a model named explicitly) belong to neither arm. Per arm:
+
+- ratings: each **user's latest rating counts once** (a user: the hash of the request's user key, else
+  the hash of the API key that received the answer, else the answer itself), so one client rating
+  many answers weighs as one user; also how many ratings there are in all;
+- requests, failed generations (`finish_reason == "error"`) and the distinct users served;
+- latency per output token (`latency_s / completion_tokens` of every answer with tokens that did not
+  fail): its median and 90th percentile, so answer length does not count and one slow answer does not
+  decide.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, case, distinct, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from feedback.models import Interaction, Rating, RolloutEvent
 
 STARS = (1, 2, 3, 4, 5)
+USER_RULE = (
+    "each user's latest rating counts once per arm (a user: the hash of the request's user key, else "
+    "of its API key, else the answer itself)"
+)
 
 
 @dataclass(frozen=True)
@@ -28,24 +38,31 @@ class ArmStats:
     target: str
     adapter: str | None
     stars: tuple[int, ...]
-    """How many current ratings have 1, 2, 3, 4 and 5 stars."""
+    """How many users' latest ratings have 1, 2, 3, 4 and 5 stars (one per user)."""
+    ratings: int
+    """Every current rating of the arm's answers (a user who rated many answers counts many times)."""
     requests: int
     errors: int
-    p99_latency_s: float | None
+    served_users: int
+    """Distinct users the arm answered."""
+    timed: int
+    """Answers whose latency per output token counts (tokens generated, not failed)."""
+    median_s_per_token: float | None
+    p90_s_per_token: float | None
 
     @property
     def rated(self) -> int:
-        """Number of rated interactions."""
+        """Distinct users who rated (each with their latest rating)."""
         return sum(self.stars)
 
     @property
-    def ratings(self) -> list[int]:
-        """Every current rating, as a list of stars (lowest first)."""
+    def users_ratings(self) -> list[int]:
+        """Each rating user's latest stars (lowest first): the sample the rating test compares."""
         return [star for star, count in zip(STARS, self.stars, strict=True) for _ in range(count)]
 
     @property
     def mean(self) -> float | None:
-        """Mean stars, None without ratings."""
+        """Mean of the users' latest stars, None without ratings."""
         return sum(s * c for s, c in zip(STARS, self.stars, strict=True)) / self.rated if self.rated else None
 
     @property
@@ -64,6 +81,8 @@ class CanaryStats:
     control: ArmStats
     fresh_canary_ratings: int
     """Canary ratings on interactions served since `step_since` (at the current share)."""
+    fresh_canary_users: int
+    """Distinct users behind `fresh_canary_ratings`."""
 
 
 def canary_period(
@@ -111,17 +130,27 @@ def collect(
     """
     canary_arm = _arm("canary", canary, since, until)
     control_arm = _arm("live", live, since, until) if live else _arm("base", None, since, until)
-    fresh = session.scalar(
-        select(func.count(Rating.id))
+    fresh, fresh_users = session.execute(
+        select(func.count(Rating.id), func.count(distinct(user_of_interaction())))
         .join(Interaction, Rating.interaction_id == Interaction.id)
         .where(_arm("canary", canary, step_since, until), Rating.created_at <= until)
-    )
+    ).one()
     return CanaryStats(
         since=since,
         until=until,
         canary=_read_arm(session, "canary", canary, canary_arm, until),
         control=_read_arm(session, "live" if live else "base", live, control_arm, until),
         fresh_canary_ratings=int(fresh or 0),
+        fresh_canary_users=int(fresh_users or 0),
+    )
+
+
+def user_of_interaction() -> ColumnElement[str]:
+    """Whom an interaction counts for: its user key's hash, else its API key's hash, else itself."""
+    return func.coalesce(
+        literal("u:", String) + Interaction.user_hash,
+        literal("k:", String) + Interaction.key_hash,
+        literal("i:", String) + Interaction.id,
     )
 
 
@@ -143,44 +172,60 @@ def _arm(target: str, adapter: str | None, since: datetime, until: datetime) -> 
 def _read_arm(
     session: Session, target: str, adapter: str | None, arm: ColumnElement[bool], until: datetime
 ) -> ArmStats:
-    by_star = dict(
-        session.execute(
-            select(Rating.stars, func.count(Rating.id))
-            .join(Interaction, Rating.interaction_id == Interaction.id)
-            .where(arm, Rating.created_at <= until)
-            .group_by(Rating.stars)
+    newest_first = (Rating.updated_at.desc(), Rating.id.desc())
+    rated = (
+        select(
+            Rating.stars.label("stars"),
+            func.row_number().over(partition_by=user_of_interaction(), order_by=newest_first).label("newest"),
         )
-        .tuples()
-        .all()
+        .join(Interaction, Rating.interaction_id == Interaction.id)
+        .where(arm, Rating.created_at <= until)
+        .subquery()
     )
-    requests, errors = session.execute(
+    by_star = {
+        int(stars): (int(latest), int(every))
+        for stars, latest, every in session.execute(
+            select(rated.c.stars, func.sum(case((rated.c.newest == 1, 1), else_=0)), func.count()).group_by(
+                rated.c.stars
+            )
+        ).tuples()
+    }
+    requests, errors, users = session.execute(
         select(
             func.count(Interaction.id),
             func.coalesce(func.sum(case((Interaction.finish_reason == "error", 1), else_=0)), 0),
+            func.count(distinct(user_of_interaction())),
         ).where(arm)
     ).one()
+    timed, median, p90 = _s_per_token(session, arm)
     return ArmStats(
         target=target,
         adapter=adapter,
-        stars=tuple(int(by_star.get(star, 0)) for star in STARS),
+        stars=tuple(by_star.get(star, (0, 0))[0] for star in STARS),
+        ratings=sum(every for _, every in by_star.values()),
         requests=int(requests),
         errors=int(errors),
-        p99_latency_s=_p99(session, arm, int(requests)),
+        served_users=int(users),
+        timed=timed,
+        median_s_per_token=median,
+        p90_s_per_token=p90,
     )
 
 
-def _p99(session: Session, arm: ColumnElement[bool], requests: int) -> float | None:
-    """Nearest-rank 99th percentile of the arm's latencies (the value at rank ceil(0.99 n))."""
-    if requests == 0:
-        return None
-    from_top = requests - math.ceil(0.99 * requests)
-    return session.scalar(
-        select(Interaction.latency_s)
-        .where(arm)
-        .order_by(Interaction.latency_s.desc())
-        .offset(from_top)
-        .limit(1)
-    )
+def _s_per_token(session: Session, arm: ColumnElement[bool]) -> tuple[int, float | None, float | None]:
+    """(answers timed, median, 90th percentile) of the arm's seconds per output token (nearest rank)."""
+    timed = and_(arm, Interaction.completion_tokens > 0, Interaction.finish_reason != "error")
+    per_token = Interaction.latency_s / Interaction.completion_tokens
+    count = int(session.scalar(select(func.count(Interaction.id)).where(timed)) or 0)
+
+    def quantile(q: float) -> float | None:
+        if count == 0:
+            return None
+        rank = max(math.ceil(q * count), 1)
+        value = session.scalar(select(per_token).where(timed).order_by(per_token).offset(rank - 1).limit(1))
+        return None if value is None else float(value)
+
+    return count, quantile(0.5), quantile(0.9)
 
 
 def _aware(moment: datetime) -> datetime:

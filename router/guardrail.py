@@ -5,16 +5,22 @@ Flagger's analysis, applied to user ratings. Every `interval_s` one replica (the
 `run_check`:
 
 - **judge** (`judge`): a one-sided Mann-Whitney U test (Kayenta's judge) of the canary's 1-5 star
-  ratings against the control arm's over the canary period. The check *fails* when the canary is
-  worse by a significant margin: its ratings are lower at `confidence` (p < 1 - confidence) *and*
-  its mean trails by more than `min_effect` stars at the same confidence (the lower confidence bound
-  of the gap is at least `min_effect`), or when its error rate or p99 latency is past its limit. It
-  *passes* with `min_samples` ratings per arm and an observed gap under `min_effect`; otherwise it
-  is *waiting* for data.
+  ratings against the control arm's over the canary period, each user's latest rating counted once
+  per arm (`feedback.canary_stats`). The check *fails* when the canary is worse by a significant
+  margin: its ratings are lower at `confidence` (p < 1 - confidence) *and* its mean trails by more
+  than `min_effect` stars at the same confidence (the lower confidence bound of the gap is at least
+  `min_effect`), or when its error rate is past its limit, or its median seconds per output token
+  exceed the control's by more than `max_latency_ratio`. Every part needs `min_samples` ratings (or
+  answers) from `min_users` distinct users per arm before it judges, so no single client decides.
+  It *passes* with enough ratings per arm and an observed gap under `min_effect`; otherwise it is
+  *waiting* for data.
 - **decide** (`decide`): `threshold` failed checks in a row roll back (`auto-rollback`); a passing
-  check with `step_weights` set, and `min_samples` fresh canary ratings at the current share, steps
-  the share to the next weight (`auto-step`) or, at `max_weight` or the last weight, promotes the
-  canary (`auto-promote`).
+  check with `step_weights` set, and `min_samples` fresh canary ratings from `min_users` users at
+  the current share, steps the share to the next weight (`auto-step`) or, at `max_weight` or the
+  last weight, promotes the canary (`auto-promote`).
+- **act**: every action is a compare-and-set on the rollout the check read (`router.rollout.unchanged`,
+  checked under the row lock): when someone changed the rollout meanwhile, nothing changes and the
+  skipped action is an audit event of its own (`auto-rollback-skipped`, ...) with the numbers.
 
 The failed checks in a row are not kept anywhere: they are replayed from the database, judging the
 period as it stood at each earlier check time (`now - k * interval_s`), so whichever replica holds
@@ -32,9 +38,9 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.canary_stats import CanaryStats, canary_period, collect
+from feedback.canary_stats import USER_RULE, ArmStats, CanaryStats, canary_period, collect
 from feedback.models import utcnow
-from router.rollout import Rollout, RolloutStore
+from router.rollout import Rollout, RolloutConflict, RolloutStore, unchanged
 
 Result = Literal["pass", "fail", "waiting"]
 Action = Literal["auto-rollback", "auto-step", "auto-promote"]
@@ -46,20 +52,23 @@ class GuardrailConfig:
     """The guardrail's settings, in Flagger's words (the service fills them from `ZANTARA_CANARY_*`).
 
     interval_s: seconds between two checks. threshold: failed checks in a row before a rollback.
-    min_samples: ratings per arm (and canary requests) before a check judges anything.
+    min_samples: ratings per arm (answers, for errors and latency) before a check judges them.
+    min_users: distinct users per arm behind those ratings (answers) before a check judges them.
     step_weights: canary shares to step through (empty: never step or promote automatically).
-    max_weight: at or above this share a passing check promotes. max_error_rate, max_p99_s: limits
-    of the canary's failed-generation rate and p99 latency. confidence: of the rating test.
-    min_effect: how many stars the canary's mean must trail by (at `confidence`) for a check to fail.
+    max_weight: at or above this share a passing check promotes. max_error_rate: limit of the
+    canary's failed-generation rate. max_latency_ratio: limit of the canary's median seconds per
+    output token over the control's. confidence: of the rating test. min_effect: how many stars the
+    canary's mean must trail by (at `confidence`) for a check to fail.
     """
 
     interval_s: float = 60.0
     threshold: int = 5
     min_samples: int = 30
+    min_users: int = 20
     step_weights: tuple[int, ...] = ()
     max_weight: float = 100.0
     max_error_rate: float = 0.05
-    max_p99_s: float = 30.0
+    max_latency_ratio: float = 1.5
     confidence: float = 0.98
     min_effect: float = 0.25
 
@@ -117,6 +126,8 @@ class CheckOutcome:
     verdict: Verdict | None = None
     details: dict[str, Any] = field(default_factory=dict)
     after: Rollout | None = None
+    skipped: Action | None = None
+    """The action decided but not taken: the rollout changed after the check read it."""
 
 
 def compare_ratings(canary: Sequence[int], control: Sequence[int]) -> RatingTest:
@@ -138,28 +149,52 @@ def compare_ratings(canary: Sequence[int], control: Sequence[int]) -> RatingTest
     )
 
 
+def enough_ratings(arm: ArmStats, config: GuardrailConfig) -> bool:
+    """The arm has `min_samples` ratings from `min_users` distinct users."""
+    return arm.ratings >= config.min_samples and arm.rated >= config.min_users
+
+
+def enough_answers(arm: ArmStats, count: int, config: GuardrailConfig) -> bool:
+    """`count` of the arm's answers reach `min_samples`, and it served `min_users` distinct users."""
+    return count >= config.min_samples and arm.served_users >= config.min_users
+
+
+def latency_ratio(stats: CanaryStats, config: GuardrailConfig) -> float | None:
+    """The canary's median seconds per output token over the control's; None while either arm has
+    too few timed answers (or users) to compare."""
+    canary, control = stats.canary, stats.control
+    if not (enough_answers(canary, canary.timed, config) and enough_answers(control, control.timed, config)):
+        return None
+    if canary.median_s_per_token is None or not control.median_s_per_token:
+        return None
+    return canary.median_s_per_token / control.median_s_per_token
+
+
 def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
     """Judge one check: fail (worse by a significant margin, or past a limit), pass, or waiting."""
     canary, control = stats.canary, stats.control
     failures: list[str] = []
-    if canary.requests >= config.min_samples:
-        if canary.error_rate is not None and canary.error_rate > config.max_error_rate:
-            failures.append(
-                f"error rate {canary.error_rate:.3f} > {config.max_error_rate} "
-                f"({canary.errors} of {canary.requests} requests)"
-            )
-        if canary.p99_latency_s is not None and canary.p99_latency_s > config.max_p99_s:
-            failures.append(f"p99 latency {canary.p99_latency_s:.2f}s > {config.max_p99_s}s")
+    rate = canary.error_rate
+    if enough_answers(canary, canary.requests, config) and rate is not None and rate > config.max_error_rate:
+        failures.append(
+            f"error rate {rate:.3f} > {config.max_error_rate} ({canary.errors} of {canary.requests} requests)"
+        )
+    ratio = latency_ratio(stats, config)
+    if ratio is not None and ratio > config.max_latency_ratio:
+        failures.append(
+            f"median latency per output token {canary.median_s_per_token:.4f}s is {ratio:.2f}x "
+            f"{control.target}'s {control.median_s_per_token:.4f}s (limit {config.max_latency_ratio}x)"
+        )
     test = None
-    if canary.rated >= config.min_samples and control.rated >= config.min_samples:
-        test = compare_ratings(canary.ratings, control.ratings)
+    if enough_ratings(canary, config) and enough_ratings(control, config):
+        test = compare_ratings(canary.users_ratings, control.users_ratings)
         bound = test.gap_lower_bound(config.confidence)
         if test.p_value < config.alpha and bound >= config.min_effect:
             failures.append(
                 f"rated worse than {control.target}: mean {test.canary_mean:.2f} vs "
                 f"{test.control_mean:.2f} stars (gap {test.gap:.2f}, {config.confidence:.0%} lower bound "
                 f"{bound:.2f} >= {config.min_effect}), Mann-Whitney U={test.u_statistic:g}, "
-                f"one-sided p={test.p_value:.2g} < {config.alpha:g}"
+                f"one-sided p={test.p_value:.2g} < {config.alpha:g}, {canary.rated} vs {control.rated} users"
             )
     if failures:
         return Verdict("fail", tuple(failures), test)
@@ -167,8 +202,9 @@ def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
         return Verdict(
             "waiting",
             (
-                f"ratings: canary {canary.rated}, {control.target} {control.rated}, "
-                f"need {config.min_samples} each",
+                f"ratings: canary {canary.ratings} from {canary.rated} users, {control.target} "
+                f"{control.ratings} from {control.rated} users; need {config.min_samples} ratings from "
+                f"{config.min_users} distinct users per arm",
             ),
             None,
         )
@@ -213,12 +249,14 @@ def decide(
     failed_checks: int,
     percentage: float,
     fresh_canary_ratings: int,
+    fresh_canary_users: int,
     config: GuardrailConfig,
 ) -> Decision | None:
     """The automatic action a check leads to, if any."""
     if verdict.result == "fail":
         return Decision("auto-rollback", 0.0) if failed_checks >= config.threshold else None
-    if verdict.result != "pass" or not config.step_weights or fresh_canary_ratings < config.min_samples:
+    fresh = fresh_canary_ratings >= config.min_samples and fresh_canary_users >= config.min_users
+    if verdict.result != "pass" or not config.step_weights or not fresh:
         return None
     weight = next_weight(percentage, config)
     return Decision("auto-promote", 0.0) if weight is None else Decision("auto-step", weight)
@@ -236,11 +274,10 @@ def run_check(
 
     Call it only while holding the guardrail's lease (one replica at a time)."""
     now = now or utcnow()
-    store.invalidate()
-    rollout = store.current()
-    if not rollout.canary_active or rollout.adapter is None:
+    rollout = store.fresh()
+    if rollout.active_canary is None:
         return CheckOutcome(result=None)
-    canary = rollout.adapter
+    canary = rollout.active_canary
     with sessions() as session:
         since, step_since = canary_period(session, canary, changed_at=rollout.updated_at, now=now)
 
@@ -262,33 +299,58 @@ def run_check(
         failed_checks=failed,
         percentage=rollout.percentage,
         fresh_canary_ratings=stats.fresh_canary_ratings,
+        fresh_canary_users=stats.fresh_canary_users,
         config=config,
     )
     details = check_details(stats, verdict, failed_checks=failed, config=config)
     if decision is None:
-        return CheckOutcome(verdict.result, None, failed, verdict, details)
-    store.invalidate()
-    if store.current() != rollout:
-        # someone changed the rollout while this check read the arms: judge it again next interval
         return CheckOutcome(verdict.result, None, failed, verdict, details)
     action = decision.action
     details["percentage"] = {"from": rollout.percentage, "to": decision.percentage}
     reason = f"{action}: " + "; ".join(verdict.reasons)
     if action == "auto-rollback":
         reason += f"; {failed} failed checks in a row (threshold {config.threshold})"
-        _, after = store.rollback(actor=actor, action=action, reason=reason, details=details)
+    try:
+        after = _act(store, action, decision.percentage, rollout, actor=actor, reason=reason, details=details)
+    except RolloutConflict:
+        # someone changed the rollout after this check read it: recorded as skipped, judged next interval
+        return CheckOutcome(verdict.result, None, failed, verdict, details, skipped=action)
+    return CheckOutcome(verdict.result, action, failed, verdict, details, after)
+
+
+def _act(
+    store: RolloutStore,
+    action: Action,
+    percentage: float,
+    checked: Rollout,
+    *,
+    actor: str,
+    reason: str,
+    details: dict[str, Any],
+) -> Rollout:
+    """Take `action` only if the rollout is still the one the check judged (compare-and-set under the
+    row lock; else `RolloutConflict`, audited as `<action>-skipped`); returns the rollout after it."""
+    expect = [unchanged(checked)]
+    if action == "auto-rollback":
+        _, after = store.rollback(
+            actor=actor, action=action, reason=reason, details=details, expect=expect, audit_conflict=True
+        )
     elif action == "auto-promote":
-        _, after = store.promote(actor=actor, action=action, reason=reason, details=details)
+        _, after = store.promote(
+            actor=actor, action=action, reason=reason, details=details, expect=expect, audit_conflict=True
+        )
     else:
         _, after = store.change(
-            percentage=decision.percentage,
-            adapter=canary,
+            percentage=percentage,
+            adapter=checked.adapter,
             actor=actor,
             action=action,
             reason=reason,
             details=details,
+            expect=expect,
+            audit_conflict=True,
         )
-    return CheckOutcome(verdict.result, action, failed, verdict, details, after)
+    return after
 
 
 def _failed_in_a_row(
@@ -325,7 +387,10 @@ def check_details(
         "control": {"target": stats.control.target, "adapter": stats.control.adapter},
         "since": stats.since.isoformat(),
         "until": stats.until.isoformat(),
+        "rule": USER_RULE,
         "samples": {name: arm.rated for name, arm in arms.items()},
+        "ratings": {name: arm.ratings for name, arm in arms.items()},
+        "users": {name: {"rated": arm.rated, "served": arm.served_users} for name, arm in arms.items()},
         "stars": {name: list(arm.stars) for name, arm in arms.items()},
         "means": {name: _rounded(arm.mean) for name, arm in arms.items()},
         "test": "mann-whitney-u, one-sided (canary lower), asymptotic with tie correction",
@@ -337,19 +402,27 @@ def check_details(
         "gap": _rounded(test.gap) if test else None,
         "gap_lower_bound": _rounded(test.gap_lower_bound(config.confidence)) if test else None,
         "min_samples": config.min_samples,
+        "min_users": config.min_users,
         "fresh_canary_ratings": stats.fresh_canary_ratings,
+        "fresh_canary_users": stats.fresh_canary_users,
         "threshold": config.threshold,
         "failed_checks": failed_checks,
         "interval_s": config.interval_s,
         "requests": {name: arm.requests for name, arm in arms.items()},
         "errors": {name: arm.errors for name, arm in arms.items()},
         "error_rates": {name: _rounded(arm.error_rate) for name, arm in arms.items()},
-        "p99_s": {name: _rounded(arm.p99_latency_s) for name, arm in arms.items()},
-        "limits": {"max_error_rate": config.max_error_rate, "max_p99_s": config.max_p99_s},
+        "latency": {
+            "measure": "seconds per output token (latency_s / completion_tokens), answers that did not fail",
+            "answers": {name: arm.timed for name, arm in arms.items()},
+            "median_s_per_token": {name: _rounded(arm.median_s_per_token, 6) for name, arm in arms.items()},
+            "p90_s_per_token": {name: _rounded(arm.p90_s_per_token, 6) for name, arm in arms.items()},
+            "ratio": _rounded(latency_ratio(stats, config)),
+        },
+        "limits": {"max_error_rate": config.max_error_rate, "max_latency_ratio": config.max_latency_ratio},
         "step_weights": list(config.step_weights),
         "max_weight": config.max_weight,
     }
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)

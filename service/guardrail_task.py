@@ -37,10 +37,11 @@ def guardrail_config(settings: Settings) -> GuardrailConfig:
         interval_s=settings.canary_interval_s,
         threshold=settings.canary_threshold,
         min_samples=settings.canary_min_samples,
+        min_users=settings.canary_min_users,
         step_weights=tuple(settings.canary_step_weights),
         max_weight=settings.canary_max_weight,
         max_error_rate=settings.canary_max_error_rate,
-        max_p99_s=settings.canary_max_p99_s,
+        max_latency_ratio=settings.canary_max_latency_ratio,
         confidence=settings.canary_confidence,
         min_effect=settings.canary_min_effect,
     )
@@ -85,6 +86,10 @@ class Guardrail:
             else:
                 if outcome is not None and outcome.action is not None:
                     log.warning("canary guardrail: %s (%s)", outcome.action, outcome.details.get("reasons"))
+                if outcome is not None and outcome.skipped is not None:
+                    log.warning(
+                        "canary guardrail: %s skipped, the rollout changed after the check", outcome.skipped
+                    )
             await asyncio.sleep(self.config.interval_s)
 
     async def release(self) -> None:
