@@ -111,13 +111,20 @@ class Settings(BaseSettings):
     )
     canary_interval_s: float = Field(60.0, gt=0, description="Seconds between guardrail checks.")
     canary_threshold: int = Field(5, ge=1, description="Failed checks in a row before an auto-rollback.")
-    canary_min_samples: int = Field(30, ge=2, description="Ratings per arm before a check judges.")
+    canary_min_samples: int = Field(
+        30, ge=2, description="Ratings per arm (answers, for errors and latency) before a check judges them."
+    )
+    canary_min_users: int = Field(
+        20, ge=1, description="Distinct users per arm behind those ratings (answers) before a check judges."
+    )
     canary_step_weights: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Canary shares to step through, e.g. 20,50,100; empty: no stepping."
     )
     canary_max_weight: float = Field(100.0, gt=0, le=100, description="From this share a pass promotes.")
     canary_max_error_rate: float = Field(0.05, ge=0, le=1, description="Canary failed-generation limit.")
-    canary_max_p99_s: float = Field(30.0, gt=0, description="Canary p99 latency limit (seconds).")
+    canary_max_latency_ratio: float = Field(
+        1.5, gt=1, description="Limit of the canary's median seconds per output token over the control's."
+    )
     canary_confidence: float = Field(0.98, gt=0.5, lt=1, description="Confidence of the rating test.")
     canary_min_effect: float = Field(
         0.25, ge=0, le=4, description="Stars the canary's mean must trail by for a significant test to fail."
