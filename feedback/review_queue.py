@@ -7,12 +7,16 @@ training learns from) or dismisses it with a reason. Both take a lock on the int
 (a row lock on PostgreSQL, the write lock on SQLite), so of two reviewers acting on one item at once
 exactly one succeeds and the other is told it left the queue.
 
+A correction a retrain could not use (it fails a dataset check) is rejected with the reason
+(`reject_corrections`): training no longer reads it, and its interaction is back in the queue showing
+the reason and the rejected text until a reviewer corrects it again (or dismisses it).
+
 `corrections_after` is how the retrain pipeline collects "corrections since the last adapter version".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +33,18 @@ MAX_PAGE = 100
 
 
 @dataclass(frozen=True)
+class RejectedCorrection:
+    """An earlier correction of a queued item that a retrain left out, and why."""
+
+    correction_id: int
+    correct_answer: str
+    why_wrong: str
+    lesson: str
+    reason: str
+    rejected_at: datetime
+
+
+@dataclass(frozen=True)
 class QueueItem:
     """A low-rated interaction as a reviewer sees it."""
 
@@ -42,6 +58,8 @@ class QueueItem:
     """`NAME@VERSION` of the adapter that answered; None for the base model."""
     stars: int
     comment: str | None
+    rejected: RejectedCorrection | None = None
+    """The newest correction of this item a retrain rejected (None when there is none)."""
 
     @property
     def query(self) -> str:
@@ -73,6 +91,8 @@ class StoredCorrection:
     category: str | None
     reviewer: str
     created_at: datetime
+    check_override: str | None = None
+    """Why the reviewer saved it although it fails a dataset check (None: it passed)."""
 
 
 class UnknownItemError(LookupError):
@@ -104,12 +124,13 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_CORRECTED = exists().where(Correction.interaction_id == Interaction.id)
+_USABLE = Correction.rejected_at.is_(None)
+_CORRECTED = exists().where(Correction.interaction_id == Interaction.id, _USABLE)
 _DISMISSED = exists().where(ReviewDismissal.interaction_id == Interaction.id)
 _IN_QUEUE: tuple[ColumnElement[bool], ...] = (Rating.stars < REVIEW_THRESHOLD, ~_CORRECTED, ~_DISMISSED)
 
 
-def _item(interaction: Interaction, rating: Rating) -> QueueItem:
+def _item(interaction: Interaction, rating: Rating, rejected: RejectedCorrection | None = None) -> QueueItem:
     adapter = (
         f"{interaction.adapter_name}@{interaction.adapter_version}"
         if interaction.adapter_name and interaction.adapter_version
@@ -125,7 +146,28 @@ def _item(interaction: Interaction, rating: Rating) -> QueueItem:
         adapter=adapter,
         stars=rating.stars,
         comment=rating.comment,
+        rejected=rejected,
     )
+
+
+def _rejected(session: Session, interaction_ids: list[str]) -> dict[str, RejectedCorrection]:
+    """The newest rejected correction of each of these interactions."""
+    rows = session.scalars(
+        select(Correction)
+        .where(Correction.interaction_id.in_(interaction_ids), Correction.rejected_at.is_not(None))
+        .order_by(Correction.id)
+    )
+    return {
+        str(row.interaction_id): RejectedCorrection(
+            correction_id=row.id,
+            correct_answer=row.correct_answer,
+            why_wrong=row.why_wrong or "",
+            lesson=row.lesson or "",
+            reason=row.rejected_reason or "",
+            rejected_at=_aware(row.rejected_at or row.created_at),
+        )
+        for row in rows
+    }
 
 
 def list_queue(sessions: sessionmaker[Session], *, limit: int = 50, offset: int = 0) -> QueuePage:
@@ -142,7 +184,8 @@ def list_queue(sessions: sessionmaker[Session], *, limit: int = 50, offset: int 
             .limit(limit)
             .offset(offset)
         ).all()
-        items = [_item(interaction, rating) for interaction, rating in rows]
+        rejected = _rejected(session, [interaction.id for interaction, _ in rows])
+        items = [_item(interaction, rating, rejected.get(interaction.id)) for interaction, rating in rows]
     return QueuePage(items, total, limit, offset)
 
 
@@ -151,7 +194,7 @@ def _queue_state(session: Session, interaction_id: str) -> tuple[Interaction, Ra
     interaction = session.get(Interaction, interaction_id)
     if interaction is None:
         raise UnknownItemError(interaction_id)
-    if session.scalar(select(exists().where(Correction.interaction_id == interaction_id))):
+    if session.scalar(select(exists().where(Correction.interaction_id == interaction_id, _USABLE))):
         raise NotInQueueError(interaction_id, "corrected")
     if session.get(ReviewDismissal, interaction_id) is not None:
         raise NotInQueueError(interaction_id, "dismissed")
@@ -164,7 +207,8 @@ def _queue_state(session: Session, interaction_id: str) -> tuple[Interaction, Ra
 def get_item(sessions: sessionmaker[Session], interaction_id: str) -> QueueItem:
     """One item of the queue; raises `UnknownItemError` or `NotInQueueError`."""
     with sessions() as session:
-        return _item(*_queue_state(session, interaction_id))
+        interaction, rating = _queue_state(session, interaction_id)
+        return _item(interaction, rating, _rejected(session, [interaction_id]).get(interaction_id))
 
 
 def _lock(session: Session, interaction_id: str) -> None:
@@ -194,6 +238,7 @@ def _stored(row: Correction) -> StoredCorrection:
         category=row.category,
         reviewer=row.reviewer or "",
         created_at=_aware(row.created_at),
+        check_override=row.check_override,
     )
 
 
@@ -206,9 +251,11 @@ def correct(
     lesson: str,
     reviewer: str,
     classify: Callable[[str], str | None] | None = None,
+    check_override: str | None = None,
 ) -> StoredCorrection:
     """Store a reviewer's correction of a queued answer; the query is the conversation's last user
-    message and `classify(query)` (when given) tells its category. Raises `UnknownItemError`, or
+    message and `classify(query)` (when given) tells its category; `check_override` is the reviewer's
+    reason for keeping it although it fails a dataset check. Raises `UnknownItemError`, or
     `NotInQueueError` when the item was corrected or dismissed meanwhile (or is not low-rated)."""
     with sessions.begin() as session:
         _lock(session, interaction_id)
@@ -224,6 +271,7 @@ def correct(
             category=classify(query) if classify is not None else None,
             reviewer=reviewer,
             created_at=utcnow(),
+            check_override=_storable(check_override) if check_override is not None else None,
         )
         session.add(row)
         session.flush()
@@ -246,9 +294,10 @@ def dismiss(sessions: sessionmaker[Session], *, interaction_id: str, reason: str
 
 
 def corrections_after(sessions: sessionmaker[Session], after_id: int | None) -> list[StoredCorrection]:
-    """Every correction with an id above `after_id` (all of them for None), in id order: the ones a
-    new adapter version has not learned from yet, given its registry entry's `last_correction_id`."""
-    query = select(Correction).order_by(Correction.id)
+    """Every correction with an id above `after_id` (all of them for None) that no retrain rejected, in
+    id order: the ones a new adapter version has not learned from yet, given its registry entry's
+    `last_correction_id`."""
+    query = select(Correction).where(_USABLE).order_by(Correction.id)
     if after_id is not None:
         query = query.where(Correction.id > after_id)
     with sessions() as session:
@@ -259,3 +308,22 @@ def latest_correction_id(sessions: sessionmaker[Session]) -> int | None:
     """The highest correction id stored, or None when there is none."""
     with sessions() as session:
         return session.scalar(select(func.max(Correction.id)))
+
+
+def reject_corrections(sessions: sessionmaker[Session], reasons: Mapping[int, str]) -> list[int]:
+    """Reject corrections a retrain left out, each with its reason (the record and the rule), so that
+    training skips them and their items come back to the queue; returns the ids rejected now (one
+    already rejected keeps its first reason)."""
+    if not reasons:
+        return []
+    with sessions.begin() as session:
+        rows = session.scalars(
+            select(Correction)
+            .where(Correction.id.in_(list(reasons)), _USABLE)
+            .order_by(Correction.id)
+            .with_for_update()
+        ).all()
+        now = utcnow()
+        for row in rows:
+            row.rejected_reason, row.rejected_at = _storable(reasons[row.id]), now
+        return [row.id for row in rows]

@@ -196,7 +196,8 @@ class Pipeline(Steps):
         self._record = found
 
     def finish(self, status: str, exit_code: int, message: str) -> RetrainOutcome:
-        """End the run with `status`."""
+        """End the run with `status` (the message names the corrections it left out, if any)."""
+        message += self.left_out_note()
         with self.sessions.begin() as session:
             self._record = retrain_runs.finish_run(
                 session, self.record.id, status=status, exit_code=exit_code, details={"message": message}

@@ -5,6 +5,11 @@ Each step first looks for its output (the parent and corrections recorded on the
 the version) and does only what is missing, so a run interrupted anywhere, even on another machine
 whose var dir is empty, resumes without training or registering twice. An output that later steps no
 longer need (the dataset once the adapter is trained and evaluated) is not rebuilt.
+
+A stored correction the dataset build leaves out (it fails a dataset check and no reviewer overrode
+it) does not stop the run: it is rejected with its rule (back in the review queue with the reason),
+dropped from the corrections the gates and the focus view read, and named in the run log, on the
+run (`details.corrections_left_out`) and in the registered version's gate report.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +36,9 @@ from training.retrain_config import (
     RetrainError,
     RetrainOptions,
 )
+
+if TYPE_CHECKING:
+    from training.dataset.build import LeftOutCorrection
 
 log = logging.getLogger("zantara.retrain")
 
@@ -191,6 +199,7 @@ class Steps:
         for note in result.notes:
             if note.startswith("correction"):
                 log.warning("dataset: %s", note)
+        self._leave_out(result.left_out)
         counts = result.manifest["counts"]
         log.info("dataset %s: %s pairs %s", version, counts["total"], counts["splits"])
         self.save(
@@ -201,6 +210,48 @@ class Steps:
                 "dataset_corrections": counts["sources"].get("correction", 0),
             },
         )
+
+    def _leave_out(self, found: list[LeftOutCorrection]) -> None:
+        """Record the corrections the dataset left out on the run, reject them (back to the review queue
+        with the reason), and drop them from the run's corrections; ends the run (exit 3) when no new
+        correction is left to learn from and the run was not forced."""
+        from feedback.review_queue import corrections_after, reject_corrections
+
+        left = {entry["correction_id"]: entry for entry in self.details.get("corrections_left_out", [])}
+        if found:
+            interactions = {item.id: item.interaction_id for item in corrections_after(self.sessions, None)}
+            for item in found:
+                left[item.correction_id] = {
+                    **item.to_json(),
+                    "interaction_id": interactions.get(item.correction_id),
+                    "run": self.record.id,
+                }
+            self.save(details={"corrections_left_out": list(left.values())})
+            reasons = {item.correction_id: f"{item.reason} (retrain run #{self.record.id})" for item in found}
+            rejected = reject_corrections(self.sessions, reasons)
+            log.warning("back in the review queue with the reason: correction(s) %s", _ids(rejected))
+        path = self.details.get("corrections_file")
+        if not left or not path or not Path(path).is_file():
+            return
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        kept = [row for row in rows if row["id"] not in left]
+        if len(kept) < len(rows):
+            _write_jsonl(Path(path), kept)
+            self.save(details={"corrections": len(kept), "corrections_file": path if kept else None})
+        if not kept and not (self.details.get("force") or self.details.get("asked_from_scratch")):
+            raise Finished(
+                "nothing",
+                EXIT_NOTHING_NEW,
+                "nothing new to learn from: every new correction failed a dataset check",
+            )
+
+    def left_out_note(self) -> str:
+        """The corrections this run left out, with their rules, for the run's final message."""
+        left = self.details.get("corrections_left_out") or []
+        named = ", ".join(
+            f"correction #{item['correction_id']} ({', '.join(item['checks'])})" for item in left
+        )
+        return f"; left out for failing a dataset check, back in the review queue: {named}" if left else ""
 
     def step_train(self) -> None:
         """Train the next version, from the parent adapter or from scratch (resuming its checkpoints)."""
@@ -327,7 +378,7 @@ class Steps:
                     metrics=meta.get("metrics") or {},
                     created_by=self.options.actor,
                     last_correction_id=self.details.get("last_correction_id"),
-                    gate_report=self.details["gate_report"],
+                    gate_report={**self.details["gate_report"], **self._left_out_report()},
                     report_path=self.details["report_path"],
                     status="candidate" if passed else "rejected",
                 )
@@ -371,6 +422,11 @@ class Steps:
             raise RetrainError(str(error)) from error
         finally:
             client.close()
+
+    def _left_out_report(self) -> dict[str, Any]:
+        """What the registry keeps of the corrections this run left out (nothing when none was)."""
+        left = self.details.get("corrections_left_out")
+        return {"corrections_left_out": left} if left else {}
 
     def _next_version(self, name: str) -> str:
         """The registry's next `vN`, past any folder already on disk (a manual `zantara train`)."""
@@ -436,6 +492,10 @@ def _eval_pair(item: Any) -> dict[str, Any]:
         "",
     ).scrubbed()
     return {"id": item.id, "question": record.query, "answer": record.correct_answer}
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(f"#{number}" for number in ids) or "none new"
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

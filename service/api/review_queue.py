@@ -2,10 +2,15 @@
 
 `GET /review/api/queue?limit=&offset=` lists the queue (lowest stars first, then newest first).
 `POST /review/api/queue/{interaction_id}` takes `{"action": "correct", "correct_answer", "why_wrong",
-"lesson"}` or `{"action": "dismiss", "reason"}`; a correction whose figures contradict a verified fact
-of the registry (`ZANTARA_FACTS_PATH`) is refused with 422 `fact_contradiction`, and
-`POST /review/api/queue/{interaction_id}/check` `{"correct_answer"}` runs that check without saving.
-An item corrected or dismissed already answers 409, an unknown id 404.
+"lesson", "override_reason"?}` or `{"action": "dismiss", "reason"}`. A correction whose figures
+contradict a verified fact of the registry (`ZANTARA_FACTS_PATH`) is refused with 422
+`fact_contradiction`; one that fails the dataset checks a retrain's build runs on it (tone, completeness,
+...) with 422 `dataset_check_failed` naming each rule and what it found, unless the reviewer gives an
+`override_reason` (stored with the correction, which training then uses as it is; personal data and
+unreadable records cannot be overridden). `POST /review/api/queue/{interaction_id}/check`
+`{"correct_answer"}` runs both checks without saving. An item corrected or dismissed already answers
+409, an unknown id 404. An item whose correction a retrain left out is listed again with `rejected`
+(the reason and the rejected text).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from service.errors import APIError
 from service.protocol import NOT_BLANK, ErrorResponse
 from service.review_auth import STATIC_DIR, ReviewerAPIDep, login_redirect, page_session, render
 from service.state import ServiceState
+from training.dataset.corrections import CorrectionRecord, check_correction, overridable
 from training.dataset.fact_check import FactChecker
 from training.dataset.facts import load_facts
 from training.dataset.files import DatasetInputError
@@ -70,6 +76,10 @@ class CorrectAction(BaseModel):
     correct_answer: Answer = Field(description="The answer the model should have given.")
     why_wrong: Note = Field(description="What was wrong with the model's answer.")
     lesson: Note = Field(description="The rule to learn from it.")
+    override_reason: Note | None = Field(
+        default=None,
+        description="Why to keep the answer although it fails a dataset check (the reviewer decides).",
+    )
 
 
 class DismissAction(BaseModel):
@@ -92,6 +102,17 @@ class CheckRequest(BaseModel):
     correct_answer: Answer
 
 
+class RejectedOut(BaseModel):
+    """An earlier correction of the item that a retrain left out: what it said and why it was left out."""
+
+    correction_id: int
+    correct_answer: str
+    why_wrong: str
+    lesson: str
+    reason: str = Field(description="The dataset rule it broke and what was found.")
+    rejected_at: datetime
+
+
 class QueueItemOut(BaseModel):
     """A low-rated interaction as the reviewer sees it."""
 
@@ -105,6 +126,9 @@ class QueueItemOut(BaseModel):
     adapter: str | None = Field(description="`NAME@VERSION` of the adapter that answered; null for the base.")
     stars: int
     comment: str | None
+    rejected: RejectedOut | None = Field(
+        default=None, description="A correction of it a retrain left out; null when there is none."
+    )
 
 
 class QueueOut(BaseModel):
@@ -144,7 +168,22 @@ class FactCheckOut(BaseModel):
     warnings: list[FactIssue]
 
 
+class DatasetProblem(BaseModel):
+    """A dataset check the corrected answer fails, as the retrain's dataset build would report it."""
+
+    check: str = Field(description="The rule: `tone`, `completeness`, `pii`, ...")
+    message: str = Field(description="What it found.")
+    overridable: bool = Field(description="Whether an `override_reason` may keep the answer as it is.")
+
+
+class CheckOut(FactCheckOut):
+    """`ok` unless a verified fact is contradicted or a dataset check fails (`problems`)."""
+
+    problems: list[DatasetProblem]
+
+
 def _out(item: QueueItem) -> QueueItemOut:
+    rejected = item.rejected
     return QueueItemOut(
         interaction_id=item.interaction_id,
         created_at=item.created_at,
@@ -156,6 +195,7 @@ def _out(item: QueueItem) -> QueueItemOut:
         adapter=item.adapter,
         stars=item.stars,
         comment=item.comment,
+        rejected=RejectedOut(**vars(rejected)) if rejected is not None else None,
     )
 
 
@@ -189,6 +229,51 @@ def check_facts(facts_path: FilePath, question: str, answer: str) -> FactCheckOu
     return FactCheckOut(ok=not contradictions, contradictions=contradictions, warnings=warnings)
 
 
+def dataset_problems(
+    item: QueueItem, correct_answer: str, why_wrong: str = "", lesson: str = ""
+) -> list[DatasetProblem]:
+    """The dataset checks a retrain's build runs on the pair this correction becomes (figures are
+    checked against the registry by `check_facts`)."""
+    record = CorrectionRecord(
+        item.query, item.answer, correct_answer, why_wrong, lesson, classify(item.query), "review"
+    )
+    return [
+        DatasetProblem(check=issue.check, message=issue.message, overridable=overridable(issue))
+        for issue in check_correction(record, None)
+    ]
+
+
+def run_checks(facts_path: FilePath, item: QueueItem, correct_answer: str) -> CheckOut:
+    """The fact registry's check and the dataset checks on a corrected answer."""
+    facts = check_facts(facts_path, item.query, correct_answer)
+    problems = dataset_problems(item, correct_answer)
+    return CheckOut(
+        ok=facts.ok and not problems,
+        contradictions=facts.contradictions,
+        warnings=facts.warnings,
+        problems=problems,
+    )
+
+
+def _refuse_problems(problems: list[DatasetProblem], override: str | None) -> None:
+    """422 unless every problem is overridable and the reviewer gave a reason."""
+    blocked = [problem.check for problem in problems if not problem.overridable]
+    if not problems or (override is not None and not blocked):
+        return
+    found = "; ".join(f"{problem.check}: {problem.message}" for problem in problems)
+    then = (
+        f"an override cannot keep it ({', '.join(blocked)}): fix the answer"
+        if blocked
+        else "fix the answer, or save it with an `override_reason` saying why it stays as it is"
+    )
+    raise APIError(
+        422,
+        f"The corrected answer fails the dataset checks a retrain runs: {found}. To save it, {then}.",
+        code="dataset_check_failed",
+        param="correct_answer",
+    )
+
+
 async def _item(state: ServiceState, interaction_id: str) -> QueueItem:
     try:
         return await run_in_threadpool(get_item, state.sessions, interaction_id)
@@ -211,6 +296,10 @@ async def _correct(
             code="fact_contradiction",
             param="correct_answer",
         )
+    problems = await run_in_threadpool(
+        dataset_problems, item, body.correct_answer, body.why_wrong, body.lesson
+    )
+    _refuse_problems(problems, body.override_reason)
     try:
         return await run_in_threadpool(
             lambda: correct(
@@ -221,6 +310,7 @@ async def _correct(
                 lesson=body.lesson,
                 reviewer=reviewer,
                 classify=classify,
+                check_override=body.override_reason if problems else None,
             )
         )
     except (UnknownItemError, NotInQueueError) as error:
@@ -255,13 +345,14 @@ async def api_queue(
     return QueueOut(items=[_out(item) for item in page.items], total=page.total, limit=limit, offset=offset)
 
 
-@router.post("/api/queue/{interaction_id}/check", response_model=FactCheckOut, responses=_ERRORS)
+@router.post("/api/queue/{interaction_id}/check", response_model=CheckOut, responses=_ERRORS)
 async def api_check(
     interaction_id: InteractionId, body: CheckRequest, state: StateDep, _: ReviewerAPIDep
-) -> FactCheckOut:
-    """Check a corrected answer against the fact registry (the question is the item's)."""
+) -> CheckOut:
+    """Check a corrected answer against the fact registry and the dataset checks (the question is the
+    item's), saving nothing."""
     item = await _item(state, interaction_id)
-    return await run_in_threadpool(check_facts, state.settings.facts_path, item.query, body.correct_answer)
+    return await run_in_threadpool(run_checks, state.settings.facts_path, item, body.correct_answer)
 
 
 @router.post("/api/queue/{interaction_id}", response_model=ReviewDone, status_code=201, responses=_ERRORS)
@@ -271,7 +362,8 @@ async def api_review(
     state: StateDep,
     reviewer: ReviewerAPIDep,
 ) -> ReviewDone:
-    """Correct a queued answer (checked against the fact registry first) or dismiss it."""
+    """Correct a queued answer (checked against the fact registry and the dataset checks first) or
+    dismiss it."""
     if isinstance(body, DismissAction):
         await _dismiss(state, interaction_id, body, reviewer.name)
         return ReviewDone(interaction_id=interaction_id, status="dismissed")

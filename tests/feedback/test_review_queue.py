@@ -26,6 +26,7 @@ from feedback.review_queue import (
     get_item,
     latest_correction_id,
     list_queue,
+    reject_corrections,
 )
 from feedback.store import rate_interaction, save_interactions
 from training.dataset.topics import classify
@@ -234,3 +235,39 @@ def test_corrections_after_gives_what_a_new_version_has_not_learned(sessions: se
     (stored,) = corrections_after(sessions, second.id)
     assert stored.reviewer == "citra" and stored.lesson == "Cek tarif PPN di registry."
     assert stored.created_at.tzinfo is not None
+
+
+def test_a_rejected_correction_sends_its_item_back_with_the_reason_until_a_new_one_replaces_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A retrain that leaves a correction out rejects it: training no longer reads it, its item is
+    back in the queue showing the reason and the rejected text; a new correction takes its place."""
+    plant(sessions, {"a": 1, "b": 1})
+    first = fix(sessions, "a")
+    kept = correct(
+        sessions,
+        interaction_id="b",
+        correct_answer="Tarif PPN umum 11%.",
+        why_wrong="w",
+        lesson="l",
+        reviewer="ana",
+        check_override="Jawaban singkat sudah cukup.",
+    )
+    assert kept.check_override == "Jawaban singkat sudah cukup." and first.check_override is None
+    assert queued(sessions) == []
+
+    reason = "retrain run #3: tone: formal question answered with casual words: banget"
+    assert reject_corrections(sessions, {first.id: reason}) == [first.id]
+    assert reject_corrections(sessions, {first.id: "again"}) == [], "rejected once"
+    assert [c.id for c in corrections_after(sessions, None)] == [kept.id]
+    assert queued(sessions) == ["a"]
+    (item,) = list_queue(sessions).items
+    assert item.rejected is not None and get_item(sessions, "a").rejected == item.rejected
+    assert (item.rejected.correction_id, item.rejected.reason) == (first.id, reason)
+    assert item.rejected.correct_answer == first.correct_answer and item.rejected.lesson == first.lesson
+    assert item.rejected.rejected_at.tzinfo is not None
+
+    again = fix(sessions, "a", "budi")
+    assert queued(sessions) == []
+    assert [c.id for c in corrections_after(sessions, None)] == [kept.id, again.id]
+    assert latest_correction_id(sessions) == again.id

@@ -1,10 +1,13 @@
 """The review queue's JSON API and page over HTTP (real app, tiny model), on SQLite and PostgreSQL:
-reviewer auth, listing, correcting (checked against the fact registry), dismissing, bad input."""
+reviewer auth, listing, correcting (checked against the fact registry and the dataset checks, with a
+reviewer's override), dismissing, bad input."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,7 +27,7 @@ from tests.service.test_review_ab import PLANTED, bearer, csrf_of, sign_in
 PPN_QUESTION = "Berapa tarif PPN umum sekarang?"
 RIGHT = {
     "action": "correct",
-    "correct_answer": "Tarif PPN umum adalah 11%.",
+    "correct_answer": "Tarif PPN umum adalah 11% untuk barang dan jasa kena pajak pada umumnya.",
     "why_wrong": "Model menyebut tarif yang salah.",
     "lesson": "Tarif PPN umum 11% (UU HPP).",
 }
@@ -165,9 +168,46 @@ async def test_a_correction_contradicting_a_verified_fact_is_refused_with_the_fa
     assert queue.corrections() == 0 and await queue.listed() == ["ppn"]
 
     fine = await queue.act("ppn", {"correct_answer": RIGHT["correct_answer"]}, "/check")
-    assert fine.json() == {"ok": True, "contradictions": [], "warnings": []}
+    assert fine.json() == {"ok": True, "contradictions": [], "warnings": [], "problems": []}
     assert (await queue.act("ppn", RIGHT)).status_code == 201
     assert queue.corrections() == 1
+
+
+SEED = json.loads((Path(__file__).resolve().parents[2] / "data/seed/questions.jsonl").open().readline())
+FORMAL_QUESTION = SEED["variants"]["formal"][0]
+"""A formally asked question of the seed bank, whose golden answer is written casually."""
+
+
+async def test_a_correction_failing_a_dataset_check_is_refused_naming_the_rule_unless_overridden(
+    queue: Queue,
+) -> None:
+    """The seed's own casual golden answer to a formal question fails the `tone` check, as the retrain's
+    dataset build would find it: refused with the rule and the words; saved with a reviewer's reason."""
+    queue.plant("formal", 1, question=FORMAL_QUESTION, answer="Tidak ada syarat khusus.")
+    casual = {**RIGHT, "correct_answer": SEED["golden_answer"]}
+
+    checked = (await queue.act("formal", {"correct_answer": casual["correct_answer"]}, "/check")).json()
+    assert checked["ok"] is False and checked["contradictions"] == []
+    [problem] = checked["problems"]
+    assert (problem["check"], problem["overridable"]) == ("tone", True)
+    assert "formal question answered with casual words" in problem["message"]
+    assert "banget" in problem["message"] and "nggak" in problem["message"]
+
+    refused = assert_error(await queue.act("formal", casual), 422)
+    assert refused["code"] == "dataset_check_failed" and refused["param"] == "correct_answer"
+    assert "tone: formal question answered with casual words" in str(refused["message"])
+    assert "override_reason" in str(refused["message"])
+    assert queue.corrections() == 0 and await queue.listed() == ["formal"]
+
+    reason = "Pelanggan bertanya formal tetapi kami ingin jawaban yang ramah."
+    saved = await queue.act("formal", {**casual, "override_reason": reason})
+    assert saved.status_code == 201, saved.text
+    queue.plant("fine", 1)
+    assert (await queue.act("fine", {**RIGHT, "override_reason": "Tidak perlu."})).status_code == 201
+    overridden, passed = corrections_after(queue.sessions, None)
+    assert overridden.check_override == reason and overridden.correct_answer == SEED["golden_answer"]
+    assert passed.check_override is None, "a correction that passes keeps no override"
+    assert await queue.listed() == []
 
 
 BAD_BODIES: list[object] = [
@@ -181,6 +221,7 @@ BAD_BODIES: list[object] = [
     {**RIGHT, "correct_answer": "x" * 20_001},
     {**RIGHT, "correct_answer": "nul\x00byte"},
     {**RIGHT, "reason": "extra field"},
+    {**RIGHT, "override_reason": "   "},
     {"action": "dismiss"},
     {"action": "dismiss", "reason": ""},
     {"action": "dismiss", "reason": "ok", "correct_answer": "x"},

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Correction
-from training.dataset.build import DEFAULT_SEED, BuildOptions, build
+from training.dataset.build import DEFAULT_SEED, BuildError, BuildOptions, build
 from training.dataset.cli import app
 from training.dataset.generator import Generator
 from training.dataset.records import CATEGORIES, REGISTERS
@@ -112,7 +112,21 @@ def test_the_build_output_passes_its_own_checklist(dataset: Path) -> None:
         assert result.exit_code == 0, result.output
 
 
+SEED = json.loads(DEFAULT_SEED.read_text(encoding="utf-8").splitlines()[0])
+CASUAL_FOR_FORMAL = {
+    "query": "Bagaimanakah prosedur pengajuan izin tinggal terbatas bagi penanam modal asing?",
+    "model_answer_wrong": "Tidak ada syarat khusus.",
+    "correct_answer": SEED["golden_answer"],
+    "category": "immigration",
+}
+"""A formally asked question (not one of the seed bank's, which would win over it) corrected with the
+seed's casual golden answer to it."""
+
+
 def test_same_sources_same_version_and_database_corrections_join(dataset: Path, tmp_path: Path) -> None:
+    """Database corrections join the build; one failing a check is left out and named with its rule
+    (the build goes on), one a reviewer overrode is kept with the check as a warning, and an override
+    does not cover a verified fact contradicted."""
     manifest = json.loads((dataset / "manifest.json").read_text(encoding="utf-8"))
     again = build(BuildOptions(), Generator(), tmp_path / "again", progress=False)
     assert again.manifest["version"] == manifest["version"]
@@ -120,8 +134,19 @@ def test_same_sources_same_version_and_database_corrections_join(dataset: Path, 
     url = f"sqlite:///{tmp_path / 'zantara.db'}"
     upgrade(url)
     engine = create_db_engine(url)
+    overridden = {
+        **CASUAL_FOR_FORMAL,
+        "query": "Mohon penjelasan mengenai dokumen yang diperlukan investor asing untuk memperoleh ITAS "
+        "sebagai pemegang saham.",
+    }
+    contradicting = {
+        "query": "Berapa tarif PPN umum sekarang?",
+        "model_answer_wrong": "11%.",
+        "correct_answer": "Tarif PPN umum sekarang adalah 15% untuk semua barang dan jasa kena pajak.",
+        "category": "tax",
+    }
     with make_session_factory(engine)() as session, session.begin():
-        session.add(
+        rows = [
             Correction(
                 query="Apakah NIB perlu diperbarui setiap tahun?",
                 model_answer_wrong="Ya, setiap tahun.",
@@ -132,15 +157,62 @@ def test_same_sources_same_version_and_database_corrections_join(dataset: Path, 
                 lesson="NIB tidak punya masa berlaku tahunan",
                 category="company",
                 reviewer="qa",
-            )
-        )
+            ),
+            Correction(**CASUAL_FOR_FORMAL, reviewer="qa"),
+            Correction(**overridden, reviewer="qa", check_override="Klien kami suka gaya santai."),
+            Correction(**contradicting, reviewer="qa", check_override="Saya yakin."),
+        ]
+        session.add_all(rows)
+        session.flush()
+        ids = [row.id for row in rows]
     engine.dispose()
     with_db = build(BuildOptions(database_url=url), Generator(), tmp_path / "db", progress=False)
-    assert with_db.manifest["corrections_from_database"] == 1
+    assert with_db.manifest["corrections_from_database"] == 4
     assert (
-        with_db.manifest["counts"]["sources"]["correction"] == manifest["counts"]["sources"]["correction"] + 1
+        with_db.manifest["counts"]["sources"]["correction"] == manifest["counts"]["sources"]["correction"] + 2
     )
     assert with_db.manifest["version"] != manifest["version"]
+    left = {item.correction_id: item for item in with_db.left_out}
+    assert set(left) == {ids[1], ids[3]}
+    assert [issue.check for issue in left[ids[1]].issues] == ["tone"]
+    assert "formal question answered with casual words" in left[ids[1]].issues[0].message
+    assert [issue.check for issue in left[ids[3]].issues] == ["facts"]
+    assert with_db.manifest["corrections_left_out"] == [item.to_json() for item in with_db.left_out]
+    assert any(
+        f"correction #{ids[1]} left out" in note and "tone: formal question" in note for note in with_db.notes
+    )
+    kept = [w for w in with_db.warnings if w.check == "tone" and "Klien kami suka gaya santai" in w.message]
+    assert len(kept) == 1, with_db.warnings
+    questions = {
+        record["messages"][1]["content"]
+        for split in SPLITS
+        for record in chat_records(tmp_path / "db", split)
+    }
+    assert overridden["query"] in questions and CASUAL_FOR_FORMAL["query"] not in questions
+
+
+def test_a_build_error_names_the_record_and_the_rule(tmp_path: Path) -> None:
+    """An error in a record the build cannot leave out stops it, and the message says which record
+    (its id and source) broke which rule, not only how many errors there were."""
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(DEFAULT_SEED.read_text(encoding="utf-8").splitlines()[1] + "\n", encoding="utf-8")
+    extra = tmp_path / "extra.jsonl"
+    record = {
+        "question": CASUAL_FOR_FORMAL["query"],
+        "answer": CASUAL_FOR_FORMAL["correct_answer"],
+        "id": "extra-casual",
+        "category": "immigration",
+    }
+    extra.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    options = BuildOptions(
+        seed_path=seed, corrections=[], conversations=[], extra=[extra], per_register=1, synthetic_per_seed=0
+    )
+    with pytest.raises(BuildError) as failed:
+        build(options, Generator(), tmp_path / "out", progress=False)
+    message = str(failed.value)
+    assert "1 error(s)" in message and "extra-casual (extra)" in message
+    assert "tone: formal question answered with casual words: banget" in message
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

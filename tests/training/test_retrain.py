@@ -4,6 +4,7 @@ resuming after a crash or an unreachable service, and the lock that keeps two ru
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,9 @@ from feedback import registry, retrain_runs
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Correction
+from feedback.records import InteractionRecord
+from feedback.review_queue import list_queue
+from feedback.store import rate_interaction, save_interactions
 from service.cli import app
 from service.eval_engine import EngineSource
 from service.settings import Settings
@@ -140,6 +144,55 @@ def plant_corrections(url: str) -> list[int]:
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
+
+
+SEED = json.loads((REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines()[0])
+
+
+def plant_failing_correction(url: str) -> int:
+    """A low-rated answer whose reviewer corrected a formally asked question with the seed's own
+    casual golden answer (the dataset's `tone` check fails it); returns the correction's id."""
+    sessions = sessions_for(url)
+    question = "Bagaimanakah prosedur pengajuan izin tinggal terbatas bagi penanam modal asing?"
+    save_interactions(
+        sessions,
+        [
+            InteractionRecord(
+                id="chatcmpl-casual",
+                user_hash="u",
+                model_requested="zantara",
+                routed=True,
+                variant="tuned",
+                adapter_name="zantara-demo",
+                adapter_version="v1",
+                messages=[{"role": "user", "content": question}],
+                answer="Tidak ada syarat khusus.",
+                finish_reason="stop",
+                prompt_tokens=3,
+                completion_tokens=3,
+                latency_s=0.1,
+                ttft_s=None,
+                params={},
+                streamed=False,
+                target="canary",
+            )
+        ],
+    )
+    rate_interaction(sessions, interaction_id="chatcmpl-casual", stars=1, comment=None)
+    with sessions.begin() as session:
+        row = Correction(
+            interaction_id="chatcmpl-casual",
+            query=question,
+            model_answer_wrong="Tidak ada syarat khusus.",
+            correct_answer=SEED["golden_answer"],
+            why_wrong="Jawaban model kosong.",
+            lesson="Sebutkan syarat ITAS investor.",
+            category="immigration",
+            reviewer="ayu",
+        )
+        session.add(row)
+        session.flush()
+        return row.id
 
 
 def register_parent(url: str, adapters_dir: Path, last_correction_id: int | None = None) -> None:
@@ -321,10 +374,14 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
     make_options: Callable[..., RetrainOptions],
     count_training: list[str],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
-    """A crash right after training leaves the run resumable at `evaluate`; the rerun trains nothing,
-    keeps the version, and gates that cannot pass keep it as `rejected` with its report (exit 1)."""
+    """A correction failing a dataset check is left out (named with its rule in the log, the run and
+    the registry; back in the review queue with the reason) and the run goes on. A crash right after
+    training leaves the run resumable at `evaluate`; the rerun trains nothing, keeps the version, and
+    gates that cannot pass keep it as `rejected` with its report (exit 1)."""
+    failing = plant_failing_correction(sqlite_url)
     ids = plant_corrections(sqlite_url)
     register_parent(sqlite_url, adapters_dir)
     impossible = write_gates(tmp_path / "impossible.yaml", {"accuracy_improvement": {"min_relative": 1000.0}})
@@ -334,10 +391,25 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
         raise RuntimeError("simulated crash after training")
 
     monkeypatch.setattr(Pipeline, "step_evaluate", crash)
-    crashed = retrain(options, hooks())
+    with caplog.at_level(logging.WARNING, logger="zantara.retrain"):
+        crashed = retrain(options, hooks())
     assert crashed.exit_code == 2 and "simulated crash" in crashed.message
+    assert any(f"correction #{failing}" in line and "tone:" in line for line in caplog.messages)
     [run] = runs(sqlite_url)
     assert (run.status, run.step, run.adapter_version) == ("running", "evaluate", "v2")
+    [left] = run.details["corrections_left_out"]
+    assert (left["correction_id"], left["interaction_id"], left["checks"]) == (
+        failing,
+        "chatcmpl-casual",
+        ["tone"],
+    )
+    assert "formal question answered with casual words" in left["reason"]
+    assert run.details["corrections"] == 2
+    taught = Path(run.details["corrections_file"]).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in taught] == ids
+    (item,) = list_queue(sessions_for(sqlite_url)).items
+    assert item.interaction_id == "chatcmpl-casual" and item.rejected is not None
+    assert item.rejected.correction_id == failing and "tone: formal question" in item.rejected.reason
     assert (adapters_dir / "zantara-demo" / "v2" / "zantara.json").is_file()
     assert count_training == ["v2"]
 
@@ -346,12 +418,14 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
     outcome = retrain(options, hooks())
     assert outcome.exit_code == 1, outcome.message
     assert outcome.adapter == "zantara-demo@v2"
+    assert f"correction #{failing}" in outcome.message and "review queue" in outcome.message
     [run] = runs(sqlite_url)
     assert (run.id, run.status, run.exit_code) == (crashed.run_id, "rejected", 1)
     rejected = entry(sqlite_url, "zantara-demo@v2")
     assert rejected is not None and rejected.status == "rejected"
     assert rejected.parent_version == "v1" and rejected.last_correction_id == max(ids)
     assert rejected.gate_report["passed"] is False
+    assert [c["correction_id"] for c in rejected.gate_report["corrections_left_out"]] == [failing]
     assert any(
         g["name"] == "accuracy_improvement" and g["status"] == "fail" for g in rejected.gate_report["gates"]
     )

@@ -5,8 +5,12 @@ variations), error corrections (files and the feedback database), imported conve
 record files, synthetic questions. With a database, the reviewers' verdicts on unvalidated pairs are
 applied (see `validation`); a validated-only build leaves the rest out and writes them to
 `unvalidated.jsonl`. All pairs that go in pass the checklist; any error stops the build
-before anything is written. The output folder appears in one rename, with `manifest.json` naming the
-version (a hash of the content), the counts and the inputs' hashes.
+before anything is written, and its message names each record (id and source) with the rule and what
+it found. A correction from the database that fails a check is the exception: it is left out and
+reported (`BuildResult.left_out`, the manifest's `corrections_left_out`), unless its reviewer
+overrode the check with a reason (then it goes in, the finding kept as a warning; an override does
+not cover personal data or a verified fact contradicted). The output folder appears in one rename,
+with `manifest.json` naming the version (a hash of the content), the counts and the inputs' hashes.
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from training.dataset.checks import Issue, check_records
 from training.dataset.conversations import import_conversations
-from training.dataset.corrections import load_corrections_db, load_corrections_file
+from training.dataset.corrections import DATABASE, load_corrections_db, load_corrections_file, overridable
 from training.dataset.fact_check import FactChecker
 from training.dataset.facts import load_facts
 from training.dataset.files import DatasetInputError, atomic_dir, read_items, write_json, write_jsonl
@@ -53,6 +57,8 @@ PRECEDENCE: dict[str, int] = {
     "extra": 4,
     "synthetic": 5,
 }
+SHOWN_ERRORS = 20
+"""How many errors a build error's message lists one by one (`BuildError.issues` holds them all)."""
 
 
 class BuildError(Exception):
@@ -90,14 +96,39 @@ class BuildOptions:
     split_seed: int = 13
 
 
+@dataclass(frozen=True)
+class LeftOutCorrection:
+    """A correction from the database that the build left out, and the errors that made it."""
+
+    correction_id: int
+    pair_id: str
+    question: str
+    issues: list[Issue]
+
+    @property
+    def reason(self) -> str:
+        """Each rule it broke and what was found, as one line."""
+        return "; ".join(f"{issue.check}: {issue.message}" for issue in self.issues)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's entry."""
+        return {
+            "correction_id": self.correction_id,
+            "pair_id": self.pair_id,
+            "checks": [issue.check for issue in self.issues],
+            "reason": self.reason,
+        }
+
+
 @dataclass
 class BuildResult:
-    """Where the dataset was written and its manifest."""
+    """Where the dataset was written, its manifest, and the database corrections it left out."""
 
     out: Path
     manifest: dict[str, Any]
     warnings: list[Issue]
     notes: list[str]
+    left_out: list[LeftOutCorrection] = field(default_factory=list)
 
 
 @dataclass
@@ -240,10 +271,13 @@ def build(
         Example(index + 1, "chat", pair.question, pair.answer, ZANTARA_SYSTEM_PROMPT, pair.meta())
         for index, pair in enumerate(pairs)
     ]
-    issues = check_records(examples, sources.fact_checker)
+    pairs, issues, left_out = set_aside_corrections(pairs, check_records(examples, sources.fact_checker))
+    notes += [f"correction #{left.correction_id} left out of the dataset: {left.reason}" for left in left_out]
     errors = [issue for issue in issues if issue.severity == "error"]
     if errors:
-        raise BuildError(f"{len(errors)} error(s) in the generated pairs; nothing was written", errors)
+        raise BuildError(
+            describe_errors(errors, {index + 1: pair for index, pair in enumerate(pairs)}), errors
+        )
     result = split_pairs(pairs, options.test_share, options.validation_share, options.split_seed)
     leaked = leaks(result)
     if leaked:
@@ -258,6 +292,7 @@ def build(
         "left_out_rejected": reviewed.rejected,
         "left_out_unvalidated": len(held),
     }
+    manifest["corrections_left_out"] = [left.to_json() for left in left_out]
     target = out or DEFAULT_DATASETS / manifest["version"]
     on_stage(f"writing {target}")
     with atomic_dir(target, replace=force or out is None) as folder:
@@ -268,7 +303,57 @@ def build(
             write_jsonl(folder / UNVALIDATED_FILE, (pair.to_chat() for pair in held))
         manifest["files"] = {path.name: _sha256(path) for path in sorted(folder.iterdir())}
         write_json(folder / "manifest.json", manifest)
-    return BuildResult(target, manifest, [issue for issue in issues if issue.severity == "warning"], notes)
+    warnings = [issue for issue in issues if issue.severity == "warning"]
+    return BuildResult(target, manifest, warnings, notes, left_out)
+
+
+def set_aside_corrections(
+    pairs: list[Pair], issues: list[Issue]
+) -> tuple[list[Pair], list[Issue], list[LeftOutCorrection]]:
+    """Database corrections with errors (`issues` are by line, one per pair in order): left out with
+    their errors, or kept with them as warnings when the reviewer overrode every one of them. Returns
+    the pairs kept, their issues, and what was left out."""
+    errors: dict[int, list[Issue]] = {}
+    for issue in issues:
+        if issue.severity == "error":
+            errors.setdefault(issue.line, []).append(issue)
+    kept: list[Pair] = []
+    left_out: list[LeftOutCorrection] = []
+    overrides: dict[int, str] = {}
+    dropped: set[int] = set()
+    for line, pair in enumerate(pairs, start=1):
+        origin = str(pair.extra.get("origin", ""))
+        found = errors.get(line, [])
+        if not found or pair.source != "correction" or not origin.startswith(DATABASE):
+            kept.append(pair)
+        elif pair.extra.get("check_override") and all(overridable(issue) for issue in found):
+            overrides[line] = str(pair.extra["check_override"])
+            kept.append(pair)
+        else:
+            dropped.add(line)
+            left_out.append(LeftOutCorrection(int(origin[len(DATABASE) :]), pair.id, pair.question, found))
+    remaining: list[Issue] = []
+    for issue in issues:
+        if issue.line in dropped:
+            continue
+        if issue.line in overrides and issue.severity == "error":
+            why = overrides[issue.line]
+            issue = replace(issue, severity="warning", message=f"{issue.message} (kept: overridden: {why})")
+        remaining.append(issue)
+    return kept, remaining, left_out
+
+
+def describe_errors(errors: list[Issue], pairs: dict[int, Pair]) -> str:
+    """A build error's message: how many errors, then each with its record (id and source), its rule
+    and what it found."""
+    described = []
+    for issue in errors[:SHOWN_ERRORS]:
+        pair = pairs.get(issue.line)
+        origin = f", {pair.extra['origin']}" if pair and pair.extra.get("origin") else ""
+        where = f"{pair.id} ({pair.source}{origin})" if pair else issue.record_id or f"pair {issue.line}"
+        described.append(f"{where} {issue.check}: {issue.message}")
+    more = f"; ... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
+    return f"{len(errors)} error(s) in the generated pairs; nothing was written: {'; '.join(described)}{more}"
 
 
 def make_manifest(

@@ -3,6 +3,11 @@
 They come from the feedback database (reviewers fill them in on the review page) or from a file
 (`.jsonl` or `.json` array of `{query, model_answer_wrong, correct_answer, why_wrong, lesson,
 category}`), and each becomes a training pair: the query with the correct answer.
+
+`check_correction` runs the dataset checklist on that pair as a build does, so the review API can
+refuse (or let a reviewer override) a correction the retrain would otherwise have to leave out. A
+reviewer's override covers every check but `NOT_OVERRIDABLE` ones: personal data, a verified fact
+contradicted, a record that cannot be read.
 """
 
 from __future__ import annotations
@@ -14,14 +19,21 @@ from typing import Any
 
 from sqlalchemy import select
 
+from training.dataset.checks import Issue, check_records
+from training.dataset.fact_check import FactChecker
 from training.dataset.files import DatasetInputError, read_items
 from training.dataset.pii import find_names, scrub
-from training.dataset.records import CATEGORIES, Pair
+from training.dataset.records import CATEGORIES, Example, Pair
 from training.dataset.register import detect_register
 from training.dataset.topics import classify
+from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 REQUIRED: tuple[str, ...] = ("query", "model_answer_wrong", "correct_answer")
 OPTIONAL: tuple[str, ...] = ("why_wrong", "lesson")
+NOT_OVERRIDABLE = frozenset({"schema", "facts", "pii"})
+"""Checks a reviewer's override cannot cover."""
+DATABASE = "database:"
+"""How the origin of a correction read from the feedback database starts (`database:<id>`)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,13 @@ class CorrectionRecord:
     lesson: str
     category: str | None
     origin: str
+    check_override: str | None = None
+    """The reviewer's reason for keeping it although it fails a dataset check."""
+
+    @property
+    def database_id(self) -> int | None:
+        """The correction's id in the feedback database (None when it was read from a file)."""
+        return int(self.origin[len(DATABASE) :]) if self.origin.startswith(DATABASE) else None
 
     def scrubbed(self) -> CorrectionRecord:
         """The record with personal data replaced by placeholders in every text field; a name found in
@@ -52,6 +71,7 @@ class CorrectionRecord:
         if category is None:
             return None
         digest = hashlib.sha256(f"{self.query}\n{self.correct_answer}".encode()).hexdigest()[:10]
+        override = {"check_override": self.check_override} if self.check_override else {}
         return Pair(
             id=f"correction-{digest}",
             question=self.query.strip(),
@@ -65,8 +85,24 @@ class CorrectionRecord:
                 "lesson": self.lesson,
                 "model_answer_wrong": self.model_answer_wrong,
                 "origin": self.origin,
+                **override,
             },
         )
+
+
+def overridable(issue: Issue) -> bool:
+    """Whether a reviewer's override may keep a correction that has this finding."""
+    return issue.check not in NOT_OVERRIDABLE
+
+
+def check_correction(record: CorrectionRecord, facts: FactChecker | None) -> list[Issue]:
+    """The errors the dataset checklist finds on the pair this correction becomes, personal data
+    scrubbed first as the build does (none when no category can be told: the build skips it)."""
+    pair = record.scrubbed().to_pair()
+    if pair is None:
+        return []
+    example = Example(1, "chat", pair.question, pair.answer, ZANTARA_SYSTEM_PROMPT, pair.meta())
+    return [issue for issue in check_records([example], facts) if issue.severity == "error"]
 
 
 def load_corrections_file(path: Path) -> list[CorrectionRecord]:
@@ -78,8 +114,9 @@ def load_corrections_file(path: Path) -> list[CorrectionRecord]:
 
 
 def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
-    """Every correction stored by the feedback loop, oldest first, personal data scrubbed: reviewers
-    copy real customer chats into them, and training data must not hold names or ID numbers."""
+    """Every correction stored by the feedback loop that no retrain rejected, oldest first, personal
+    data scrubbed: reviewers copy real customer chats into them, and training data must not hold names
+    or ID numbers."""
     from feedback.db import create_db_engine, make_session_factory
     from feedback.review_queue import corrections_after
 
@@ -93,7 +130,8 @@ def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
                 row.why_wrong,
                 row.lesson,
                 row.category if row.category in CATEGORIES else None,
-                f"database:{row.id}",
+                f"{DATABASE}{row.id}",
+                row.check_override,
             ).scrubbed()
             for row in corrections_after(make_session_factory(engine), None)
         ]
