@@ -73,8 +73,10 @@ class Route:
         return (self.variant, self.adapter_key, self.target)
 
     def headers(self) -> dict[str, str]:
-        """`X-Zantara-Variant`, `X-Zantara-Target` and, for an adapter, `X-Zantara-Adapter: NAME@VERSION`."""
-        headers: dict[str, str] = {"X-Zantara-Variant": self.variant, "X-Zantara-Target": self.target}
+        """`X-Zantara-Variant` and, for an adapter, `X-Zantara-Adapter: NAME@VERSION`. The target (canary
+        or live) stays in the metrics and the stored interaction: told to clients, it would let them
+        rate one arm and steer the canary guardrail."""
+        headers: dict[str, str] = {"X-Zantara-Variant": self.variant}
         if self.adapter is not None:
             headers["X-Zantara-Adapter"] = self.adapter.key
         return headers
