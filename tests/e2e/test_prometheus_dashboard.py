@@ -98,6 +98,7 @@ def stack(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
         ZANTARA_CANARY_INTERVAL_S="1",
         ZANTARA_CANARY_THRESHOLD="1",
         ZANTARA_CANARY_MIN_SAMPLES="5",
+        ZANTARA_CANARY_MIN_USERS="5",
     )
     with running_server(env, timeout_s=180) as server, run_prometheus(root, server.url) as prometheus:
         wait_for_first_scrape(prometheus)
@@ -185,11 +186,11 @@ def send_traffic(service: str) -> int:
                     assert response.status_code == 200
                     lines = [line for line in response.iter_lines() if line.startswith("data: {")]
                     answer_id = json.loads(lines[0].removeprefix("data: "))["id"]
-                    target = response.headers["x-zantara-target"]
+                    target = _target(response)
             else:
                 response = client.post("/v1/chat/completions", json=body)
                 assert response.status_code == 200, response.text
-                answer_id, target = response.json()["id"], response.headers["x-zantara-target"]
+                answer_id, target = response.json()["id"], _target(response)
             answers.append((answer_id, target))
         targets = [target for _, target in answers]
         assert {"base", "canary"} <= set(targets), targets
@@ -201,6 +202,11 @@ def send_traffic(service: str) -> int:
         rerated = client.post("/v1/feedback", json={"response_id": answers[-1][0], "rating": 4})
         assert rerated.status_code == 200, rerated.text
         return targets.count("canary")
+
+
+def _target(response: httpx.Response) -> str:
+    """Which arm answered: the canary's adapter, else the base model (no adapter is live here)."""
+    return "canary" if response.headers.get("x-zantara-adapter") == CANARY else "base"
 
 
 def wait_for_rollback(service: str) -> None:
