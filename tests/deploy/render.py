@@ -371,6 +371,8 @@ class Renderer:
             "get": lambda d, k: d.get(k, ""),
             "set": self._set,
             "hasKey": lambda d, k: k in d,
+            "has": lambda needle, seq: needle in (seq or []),
+            "merge": merge_into,
             "index": self._index,
             "join": lambda sep, seq: sep.join(strval(x) for x in seq),
             "deepCopy": copy.deepcopy,
@@ -534,6 +536,18 @@ def fields(value: Any, chain: str) -> Any:
     return value
 
 
+def merge_into(target: dict[str, Any], *sources: dict[str, Any]) -> dict[str, Any]:
+    """Sprig's `merge`: `sources` deep-merged into `target` (changed in place), where the keys `target`
+    (then the earlier source) already has win."""
+    for source in sources:
+        for key, value in source.items():
+            if isinstance(target.get(key), dict) and isinstance(value, dict):
+                merge_into(target[key], value)
+            elif key not in target:
+                target[key] = copy.deepcopy(value)
+    return target
+
+
 def _and_or(renderer: Renderer) -> None:
     """`and` / `or` return their deciding operand (all operands are evaluated first: harmless here)."""
 
@@ -614,3 +628,27 @@ def render_chart(
                 if document is not None:
                     manifests.append(document)
     return Rendered(manifests, notes, values)
+
+
+def container_environment(
+    rendered: Rendered, container: dict[str, Any], secret: dict[str, str]
+) -> dict[str, str]:
+    """What a rendered container's environment holds, as the kubelet builds it: its ConfigMaps'
+    settings, then its own entries in order (a later one wins), `secretKeyRef`s read from `secret` (a
+    missing key that is not optional fails, as the pod would)."""
+    config_maps = {
+        m["metadata"]["name"]: m.get("data", {}) for m in rendered.manifests if m["kind"] == "ConfigMap"
+    }
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        if ref["key"] in secret:
+            env[entry["name"]] = secret[ref["key"]]
+        elif not ref.get("optional"):
+            raise KeyError(f"{entry['name']}: the Secret has no key {ref['key']!r} and it is not optional")
+    return env

@@ -252,7 +252,7 @@ def test_migrations_run_on_the_small_image_before_install_and_upgrade() -> None:
     )
     (container,) = pod_spec(job)["containers"]
     assert container["image"] == "zantara:0.1.0-migrate" and container["args"] == ["db", "upgrade"]
-    assert set(secret["data"]) == {"admin-token", "user-hash-key", "database-url"}
+    assert set(secret["data"]) == {"admin-token", "user-hash-key", "database-url", "api-keys"}
 
 
 def test_the_weekly_retrain_cronjob() -> None:
@@ -321,3 +321,163 @@ def test_notes_render_with_real_names() -> None:
     notes = rendered("router-values.yaml").notes
     assert "deployment/zantara-engine" in notes and "service/zantara-router" in notes
     assert "create job --from=cronjob/zantara-retrain" in notes
+
+
+# --- defects of issue 19: the router tier's settings, secrets, access ----------------------------------
+
+
+def workloads(name: str) -> list[dict[str, Any]]:
+    return [w for kind in ("Deployment", "CronJob", "Job") for w in objects(name, kind)]
+
+
+def test_the_router_pushes_adapters_with_the_engines_admin_token() -> None:
+    (router,) = pod_spec(one("router-values.yaml", "Deployment", "-router"))["containers"]
+    (engine,) = pod_spec(one("router-values.yaml", "Deployment", "-engine"))["containers"]
+    pushed = next(e for e in router["env"] if e["name"] == "ZANTARA_UPSTREAM_ADMIN_TOKEN")
+    checked = next(e for e in engine["env"] if e["name"] == "ZANTARA_ADMIN_TOKEN")
+    assert pushed["valueFrom"] == checked["valueFrom"]
+
+
+def test_behind_the_router_the_engines_limit_no_key_and_hold_what_the_routers_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = "router-values.yaml"
+    (router,) = pod_spec(one(name, "Deployment", "-router"))["containers"]
+    (engine,) = pod_spec(one(name, "Deployment", "-engine"))["containers"]
+    engine_settings = settings_from(container_env(name, engine), monkeypatch)
+    router_settings = settings_from(container_env(name, router), monkeypatch)
+    assert engine_settings.max_concurrent_requests_per_key == 0
+    assert engine_settings.max_concurrent_requests >= router_settings.max_concurrent_requests
+    (alone,) = pod_spec(one("default-values.yaml", "Deployment", "-engine"))["containers"]
+    assert settings_from(
+        container_env("default-values.yaml", alone), monkeypatch
+    ).max_concurrent_requests_per_key
+
+
+def test_no_pod_carries_a_hash_of_the_secret_values() -> None:
+    secrets = {"adminToken": "admin-0123456789abcdef", "userHashKey": "hash-0123456789abcdef"}
+    for name in VARIANTS:
+        manifests = render_chart(CHART, variant(name), {"secrets": secrets}).manifests
+        for workload in [m for m in manifests if m["kind"] in ("Deployment", "CronJob", "Job")]:
+            spec = (
+                workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+            )
+            annotations = spec["template"]["metadata"].get("annotations", {})
+            assert not [k for k in annotations if "secret" in k], f"{name}: {workload['metadata']['name']}"
+    assert (
+        "rollout restart deployment/zantara-engine deployment/zantara-router"
+        in rendered("router-values.yaml").notes
+    )
+
+
+def test_production_refuses_an_open_v1_unless_the_values_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_keys = {"secrets": {"apiKeys": []}}
+    with pytest.raises(RenderFail, match="openAccess: true"):
+        render_chart(CHART, variant("default-values.yaml"), no_keys)
+    opened = render_chart(CHART, variant("default-values.yaml"), no_keys, {"openAccess": True})
+    (container,) = pod_spec(next(m for m in opened.manifests if m["kind"] == "Deployment"))["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ZANTARA_OPEN_ACCESS"]["value"] == "true"
+    assert env["ZANTARA_API_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    # a Secret managed outside the chart must hold api-keys: the pods do not start without it
+    for name in ("default-values.yaml", "router-values.yaml"):
+        for workload in objects(name, "Deployment"):
+            (container,) = pod_spec(workload)["containers"]
+            keys = next(e for e in container["env"] if e["name"] == "ZANTARA_API_KEYS")
+            assert "optional" not in keys["valueFrom"]["secretKeyRef"]
+            settings = settings_from(container_env(name, container), monkeypatch)
+            assert settings.environment == "production" and settings.api_keys and not settings.open_access
+
+
+def test_the_router_key_must_be_one_of_the_api_keys() -> None:
+    values = {"router": {"enabled": True}, "secrets": {"upstreamApiKey": "not-a-key"}}
+    with pytest.raises(RenderFail, match="upstreamApiKey must be one of them"):
+        render_chart(CHART, variant("default-values.yaml"), values)
+    key = variant("default-values.yaml")["secrets"]["apiKeys"][0]
+    render_chart(CHART, variant("default-values.yaml"), values, {"secrets": {"upstreamApiKey": key}})
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_no_pod_mounts_a_service_account_token(name: str) -> None:
+    for workload in workloads(name):
+        assert pod_spec(workload)["automountServiceAccountToken"] is False, workload["metadata"]["name"]
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory/storage quantity (`1Gi`, `500M`, `1024`) in bytes."""
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+    }
+    for unit, factor in units.items():
+        if quantity.endswith(unit):
+            return int(float(quantity.removesuffix(unit)) * factor)
+    return int(quantity)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_var_volume_is_bounded_above_the_spool_cap(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for workload in [w for w in workloads(name) if w["kind"] != "Job"]:
+        spec = pod_spec(workload)
+        (var,) = [v for v in spec["volumes"] if v["name"] == "var"]
+        for container in spec["containers"]:
+            settings = settings_from(container_env(name, container), monkeypatch)
+            assert quantity_bytes(str(var["emptyDir"]["sizeLimit"])) > settings.spool_max_bytes
+
+
+def test_the_chart_sets_trusted_proxies_and_the_guardrails_distinct_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (config,) = [
+        m["data"] for m in objects("default-values.yaml", "ConfigMap") if m["metadata"]["name"] == "zantara"
+    ]
+    assert {"ZANTARA_FORWARDED_ALLOW_IPS", "ZANTARA_CANARY_MIN_USERS"} <= set(config)
+    (container,) = pod_spec(one("default-values.yaml", "Deployment", "-engine"))["containers"]
+    settings = settings_from(container_env("default-values.yaml", container), monkeypatch)
+    assert settings.forwarded_allow_ips == config["ZANTARA_FORWARDED_ALLOW_IPS"]
+    assert settings.canary_min_users == int(config["ZANTARA_CANARY_MIN_USERS"])
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return bool(selector["matchLabels"].items() <= labels.items())
+
+
+def test_network_policies_keep_the_engines_behind_the_router_and_admin_in_the_namespace() -> None:
+    name = "router-values.yaml"
+    labels = {
+        tier: one(name, "Deployment", f"-{tier}")["spec"]["template"]["metadata"]["labels"]
+        for tier in ("engine", "router")
+    }
+    policies = {p["metadata"]["name"]: p["spec"] for p in objects(name, "NetworkPolicy")}
+    engine, router = policies["zantara-engine"], policies["zantara-router"]
+    assert selects(engine["podSelector"], labels["engine"]) and selects(
+        router["podSelector"], labels["router"]
+    )
+    for spec in (engine, router):
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    engine_peers = engine["ingress"][0]["from"]
+    (behind,) = [p for p in engine_peers if "namespaceSelector" not in p]
+    assert selects(behind["podSelector"], labels["router"]) and not selects(
+        behind["podSelector"], labels["engine"]
+    )
+    prometheus = [p for p in engine_peers if "namespaceSelector" in p]
+    assert prometheus == [p for p in router["ingress"][0]["from"] if "namespaceSelector" in p]
+    assert prometheus[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    # the entry tier: this namespace's pods only (a peer without namespaceSelector), unless extraFrom
+    assert {"podSelector": {}} in router["ingress"][0]["from"]
+    (alone,) = objects("default-values.yaml", "NetworkPolicy")
+    assert {"podSelector": {}} in alone["spec"]["ingress"][0]["from"]
+    ingress = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    extra = render_chart(CHART, variant("default-values.yaml"), {"networkPolicy": {"extraFrom": [ingress]}})
+    (policy,) = [m for m in extra.manifests if m["kind"] == "NetworkPolicy"]
+    assert ingress in policy["spec"]["ingress"][0]["from"]
+    off = render_chart(CHART, variant("default-values.yaml"), {"networkPolicy": {"enabled": False}})
+    assert not [m for m in off.manifests if m["kind"] == "NetworkPolicy"]

@@ -84,6 +84,12 @@ app.kubernetes.io/component: router
 {{- if and (not .Values.secrets.existingSecret) (not .Values.secrets.databaseUrl) }}
 {{- fail "set secrets.databaseUrl or secrets.existingSecret: every pod shares the rollout and ratings in one database" }}
 {{- end }}
+{{- if and (eq (index .Values.config "ZANTARA_ENVIRONMENT" | default "development") "production") (not .Values.openAccess) (not .Values.secrets.existingSecret) (not .Values.secrets.apiKeys) }}
+{{- fail "production needs API keys on /v1: set secrets.apiKeys (the backend chat's keys), or openAccess: true to serve /v1 to anyone who can reach it" }}
+{{- end }}
+{{- if and .Values.router.enabled (not .Values.secrets.existingSecret) .Values.secrets.apiKeys (not (has .Values.secrets.upstreamApiKey .Values.secrets.apiKeys)) }}
+{{- fail "router.enabled with secrets.apiKeys: secrets.upstreamApiKey must be one of them (the key the router sends to the engine pods)" }}
+{{- end }}
 {{- if eq .Values.adapters.persistence.accessMode "ReadWriteOnce" }}
 {{- if ne .Values.engine.strategy.type "Recreate" }}
 {{- fail "adapters.persistence.accessMode ReadWriteOnce needs engine.strategy.type Recreate: a surge pod on another node waits forever for the volume" }}
@@ -97,12 +103,11 @@ app.kubernetes.io/component: router
 {{- end }}
 {{- end }}
 
-{{/* Pod metadata annotations: config and secret checksums (a change rolls the pods), scraping. */}}
+{{/* Pod metadata annotations: the config checksum (a change rolls the pods), scraping. No hash of the
+     secrets: anyone who may read pods could test guesses of them against it offline. After a change
+     of a secret, `kubectl rollout restart` the deployments (NOTES.txt says so). */}}
 {{- define "zantara.podAnnotations" -}}
 checksum/config: {{ toJson .Values.config | sha256sum }}
-{{- if not .Values.secrets.existingSecret }}
-checksum/secret-values: {{ toJson .Values.secrets | sha256sum }}
-{{- end }}
 {{- if .Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.containerPort | quote }}
@@ -132,7 +137,13 @@ prometheus.io/path: /metrics
     secretKeyRef:
       name: {{ include "zantara.secretName" . }}
       key: api-keys
+      {{- if .Values.openAccess }}
       optional: true
+{{- end }}
+{{- if .Values.openAccess }}
+- name: ZANTARA_OPEN_ACCESS
+  value: "true"
+{{- end }}
 {{- end }}
 
 {{/* A tier's own settings (a map) as EnvVar entries, in key order. */}}
@@ -143,8 +154,9 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* The pod-level fields every zantara pod shares. */}}
+{{/* The pod-level fields every zantara pod shares (none of them talks to the Kubernetes API). */}}
 {{- define "zantara.podCommon" -}}
+automountServiceAccountToken: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
