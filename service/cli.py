@@ -166,6 +166,19 @@ TokenOption = Annotated[
     str | None, typer.Option("--token", help="Admin token (default ZANTARA_ADMIN_TOKEN).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ExpectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expect",
+        help="Only if the rollout still acts on this version, NAME@VERSION: the active canary (a rollback "
+        "without one: the live adapter); else refused (409), nothing changed.",
+    ),
+]
+
+
+def _with_expected(body: dict[str, Any], expect: str | None) -> dict[str, Any]:
+    """The request body, with the compare-and-set version when one is given."""
+    return body | {"expected_adapter": expect} if expect else body
 
 
 def _show_rollout(data: dict[str, Any], as_json: bool) -> None:
@@ -191,6 +204,7 @@ def rollout_set(
         str | None, typer.Option(help="The canary, NAME or NAME@VERSION (default: keep).")
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    expect: ExpectOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -199,30 +213,36 @@ def rollout_set(
     body: dict[str, Any] = {"percentage": percentage, "reason": reason}
     if adapter:
         body["adapter"] = adapter
-    _show_rollout(ServiceClient(url, token).call("PUT", "/admin/rollout", body), as_json)
+    _show_rollout(
+        ServiceClient(url, token).call("PUT", "/admin/rollout", _with_expected(body, expect)), as_json
+    )
 
 
 @rollout_app.command("rollback")
 def rollout_rollback(
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    expect: ExpectOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """One step back now: the canary's users return to the live adapter (or the base model); without
     a canary, the live adapter gives way to the previous live version or the base model (audited)."""
-    _show_rollout(ServiceClient(url, token).call("POST", "/admin/rollback", {"reason": reason}), as_json)
+    body = _with_expected({"reason": reason}, expect)
+    _show_rollout(ServiceClient(url, token).call("POST", "/admin/rollback", body), as_json)
 
 
 @rollout_app.command("promote")
 def rollout_promote(
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    expect: ExpectOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Make the canary the live adapter for every user (audited)."""
-    _show_rollout(ServiceClient(url, token).call("POST", "/admin/promote", {"reason": reason}), as_json)
+    """Make the active canary the live adapter for every user; refused without one (audited)."""
+    body = _with_expected({"reason": reason}, expect)
+    _show_rollout(ServiceClient(url, token).call("POST", "/admin/promote", body), as_json)
 
 
 @rollout_app.command("history")

@@ -110,8 +110,12 @@ def test_rollout_command_against_the_running_service(served: str) -> None:
     assert set_.returncode == 0, set_.stdout + set_.stderr
     assert json.loads(set_.stdout)["percentage"] == 30
     assert json.loads(zantara("get", "--json").stdout)["adapter"] == "zantara-demo@v1"
-    back = zantara("rollback", "--reason", "test", "--json")
+    stale = zantara("rollback", "--expect", "zantara-demo@v0")
+    assert stale.returncode == 1 and "409" in stale.stdout
+    back = zantara("rollback", "--reason", "test", "--expect", "zantara-demo@v1", "--json")
     assert json.loads(back.stdout)["percentage"] == 0
+    rolled_back = zantara("promote", "--reason", "the rolled-back version")
+    assert rolled_back.returncode == 1 and "409" in rolled_back.stdout
     history = json.loads(zantara("history", "--json").stdout)
     assert [e["action"] for e in history][:2] == ["rollback", "set"]
     refused = zantara("set", "50", "--adapter", "missing")
