@@ -76,7 +76,7 @@ class Phase:
 def _interactions(count: int) -> list[InteractionRecord]:
     return [
         InteractionRecord(
-            id=f"chatcmpl-bench-{uuid.uuid4().hex}",
+            id=f"chatcmpl-{uuid.uuid4().hex}",
             user_hash=None,
             model_requested="zantara",
             routed=True,

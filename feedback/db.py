@@ -11,14 +11,35 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 CONNECT_TIMEOUT_S = 5
 """PostgreSQL connect timeout when the URL sets none (`?connect_timeout=` overrides it)."""
 
-DATABASE_ERRORS = (SQLAlchemyError, psycopg.Error)
+DATABASE_ERRORS = (SQLAlchemyError, psycopg.Error, OSError)
 """What a failed database write raises: through SQLAlchemy, or on a `DirectConnections` connection."""
+
+RECORD_ERRORS = (psycopg.DataError, psycopg.IntegrityError, DataError, IntegrityError)
+"""What the database raises when it refuses a record for its data (SQLSTATE class 22: text it cannot
+hold, a value too long; class 23: a constraint), directly or wrapped by SQLAlchemy (SQLite's too). Such
+a write fails the same way every time: its record is set aside (`feedback.models.DeadLetter`) and the
+rest of its batch written. Any other failure (a refused or broken connection, a timeout) means the
+database is away: the writes wait in the spool."""
+
+
+def is_record_error(error: BaseException) -> bool:
+    """True when the database refused the data written, not the connection (`RECORD_ERRORS`)."""
+    return isinstance(error, RECORD_ERRORS)
+
+
+def describe(error: BaseException) -> tuple[str, str | None]:
+    """The first line of a database error's message (no statement, no parameters) and its SQLSTATE
+    (None where the driver has none, as SQLite's)."""
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    message = str(cause).strip().splitlines()
+    sqlstate = getattr(cause, "sqlstate", None)
+    return (message[0] if message else type(cause).__name__), sqlstate
 
 
 def create_db_engine(database_url: str) -> Engine:

@@ -46,8 +46,10 @@ ON CONFLICT (id) DO NOTHING
 """Inserts the interactions whose id is new (`rows`: a JSON list of `InteractionRecord.to_json`)."""
 
 _BATCH = """
-    SELECT * FROM json_to_recordset(%(batch)s::json)
-        AS t(interaction_id varchar, stars int, comment text, created_at timestamptz, updated_at timestamptz)
+    SELECT * FROM json_to_recordset(%(batch)s::json) AS t(
+        interaction_id varchar, key_hash varchar, seq int,
+        stars int, comment text, created_at timestamptz, updated_at timestamptz
+    )
 """
 
 LOCK_RATED = f"""
@@ -59,27 +61,36 @@ transaction ends."""
 
 UPSERT_RATINGS = f"""
 WITH batch AS ({_BATCH}), rated AS (
-    SELECT id, variant, adapter_name, adapter_version, target FROM interactions
+    SELECT id, variant, adapter_name, adapter_version, target, key_hash FROM interactions
     WHERE id = ANY(ARRAY(SELECT interaction_id FROM batch))
+), chosen AS (
+    SELECT DISTINCT ON (batch.interaction_id)
+        batch.interaction_id, batch.stars, batch.comment, batch.created_at, batch.updated_at
+    FROM batch JOIN rated ON rated.id = batch.interaction_id
+    WHERE rated.key_hash IS NULL OR rated.key_hash = batch.key_hash
+    ORDER BY batch.interaction_id, batch.seq DESC
 ), previous AS (
     SELECT interaction_id, stars FROM ratings WHERE interaction_id = ANY(ARRAY(SELECT id FROM rated))
 ), stored AS (
     INSERT INTO ratings (interaction_id, stars, comment, created_at, updated_at)
-    SELECT batch.* FROM batch JOIN rated ON rated.id = batch.interaction_id
+    SELECT * FROM chosen
     ON CONFLICT (interaction_id) DO UPDATE
     SET stars = excluded.stars, comment = excluded.comment, updated_at = excluded.updated_at
 ), flagged AS (
-    UPDATE interactions SET needs_review = batch.stars < {REVIEW_THRESHOLD} FROM batch
-    WHERE interactions.id = ANY(ARRAY(SELECT id FROM rated)) AND interactions.id = batch.interaction_id
-        AND interactions.needs_review IS DISTINCT FROM (batch.stars < {REVIEW_THRESHOLD})
+    UPDATE interactions SET needs_review = chosen.stars < {REVIEW_THRESHOLD} FROM chosen
+    WHERE interactions.id = ANY(ARRAY(SELECT interaction_id FROM chosen))
+        AND interactions.id = chosen.interaction_id
+        AND interactions.needs_review IS DISTINCT FROM (chosen.stars < {REVIEW_THRESHOLD})
 )
-SELECT rated.id, rated.variant, rated.adapter_name, rated.adapter_version, rated.target, previous.stars
+SELECT rated.id, rated.variant, rated.adapter_name, rated.adapter_version, rated.target, previous.stars,
+    rated.key_hash
 FROM rated LEFT JOIN previous ON previous.interaction_id = rated.id
 """
-"""Applies the last rating per answer of `batch`, after `LOCK_RATED` in the same transaction, and
-returns each rated interaction with its stars before. Unknown ids are skipped; an interaction whose
-review flag already says the right thing is not rewritten (a rewrite updates every index of that wide
-row)."""
+"""Applies the last rating per answer of `batch` that its key may send, after `LOCK_RATED` in the same
+transaction, and returns each rated interaction with its stars before and its owner. An answer that
+went to an API key (`key_hash`) takes only that key's rating: another key's is left out, as a rating of
+an unknown id is (`RatingWrite.may_rate`, the same rule). An interaction whose review flag already says
+the right thing is not rewritten (a rewrite updates every index of that wide row)."""
 
 
 def _interactions_parameters(records: Sequence[InteractionRecord]) -> dict[str, str]:
@@ -91,12 +102,14 @@ def _ratings_parameters(batch: RatingBatch) -> dict[str, str]:
     rows = [
         {
             "interaction_id": key,
-            "stars": write.stars,
-            "comment": write.comment,
-            "created_at": batch.first_at[key].isoformat(),
-            "updated_at": write.rated_at.isoformat(),
+            "key_hash": key_hash,
+            "seq": row.seq,
+            "stars": row.write.stars,
+            "comment": row.write.comment,
+            "created_at": row.first_at.isoformat(),
+            "updated_at": row.write.rated_at.isoformat(),
         }
-        for key, write in batch.latest.items()
+        for (key, key_hash), row in batch.latest.items()
     ]
     return {"batch": json.dumps(rows)}
 

@@ -11,15 +11,17 @@ The statements here are SQLAlchemy Core, for SQLite; on PostgreSQL the writes ar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback import postgres_writes
-from feedback.models import Interaction, Rating
+from feedback.models import DeadLetter, Interaction, Rating, utcnow
 from feedback.records import (
     REVIEW_THRESHOLD,
     InteractionRecord,
@@ -32,6 +34,7 @@ from feedback.records import (
 
 INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
 RATINGS: Table = Rating.__table__  # type: ignore[assignment]
+DEAD_LETTERS: Table = DeadLetter.__table__  # type: ignore[assignment]
 
 _CURRENT = (
     select(
@@ -42,12 +45,14 @@ _CURRENT = (
         INTERACTIONS.c.adapter_name,
         INTERACTIONS.c.adapter_version,
         INTERACTIONS.c.target,
+        INTERACTIONS.c.key_hash,
     )
     .outerjoin(RATINGS, RATINGS.c.interaction_id == INTERACTIONS.c.id)
     .where(INTERACTIONS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(INTERACTIONS.c.id)
 )
-"""The interactions rated, each with its current rating if any (SQLite lets one writer at a time in)."""
+"""The interactions rated, each with its current rating if any and the key it went to (SQLite lets one
+writer at a time in)."""
 
 _CHANGE_RATING = (
     update(RATINGS)
@@ -104,39 +109,41 @@ def _upsert_ratings_portable(connection: Connection, batch: RatingBatch) -> dict
     """SQLAlchemy Core, not the ORM: the ORM's bulk machinery cost more CPU than the database."""
     if not batch.latest:
         return {}
-    latest, first_at = batch.latest, batch.first_at
-    found = connection.execute(_CURRENT, {"ids": sorted(latest)}).all()
+    found = connection.execute(_CURRENT, {"ids": sorted({key for key, _ in batch.latest})}).all()
+    chosen = batch.chosen({row.id: row.key_hash for row in found})
     existing = {row.id: row.rating_id for row in found if row.rating_id is not None}
     new = [
         {
-            "interaction_id": row.id,
-            "stars": latest[row.id].stars,
-            "comment": latest[row.id].comment,
-            "created_at": first_at[row.id],
-            "updated_at": latest[row.id].rated_at,
+            "interaction_id": key,
+            "stars": row.write.stars,
+            "comment": row.write.comment,
+            "created_at": row.first_at,
+            "updated_at": row.write.rated_at,
         }
-        for row in found
-        if row.id not in existing
+        for key, row in chosen.items()
+        if key not in existing
     ]
     changed = [
         {
-            "rating_id": rating_id,
-            "new_stars": latest[key].stars,
-            "new_comment": latest[key].comment,
-            "rated_at": latest[key].rated_at,
+            "rating_id": existing[key],
+            "new_stars": row.write.stars,
+            "new_comment": row.write.comment,
+            "rated_at": row.write.rated_at,
         }
-        for key, rating_id in existing.items()
+        for key, row in chosen.items()
+        if key in existing
     ]
     if new:
         connection.execute(insert(RATINGS), new)
     if changed:
         connection.execute(_CHANGE_RATING, changed)
-    if found:
-        rated = [row.id for row in found]
-        low = [key for key in rated if latest[key].stars < REVIEW_THRESHOLD]
-        connection.execute(_FLAG_REVIEW, {"rated": rated, "low": low})
+    if chosen:
+        low = [key for key, row in chosen.items() if row.write.stars < REVIEW_THRESHOLD]
+        connection.execute(_FLAG_REVIEW, {"rated": list(chosen), "low": low})
     return {
-        row.id: RatedAnswer(row.variant, row.adapter_name, row.adapter_version, row.target, row.stars)
+        row.id: RatedAnswer(
+            row.variant, row.adapter_name, row.adapter_version, row.target, row.stars, row.key_hash
+        )
         for row in found
     }
 
@@ -149,6 +156,37 @@ def rate_interaction(
     if stored is None:
         raise UnknownInteractionError(interaction_id)
     return stored
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A write the database refused for its data, set aside with the reason (`DeadLetter`)."""
+
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    error: str
+    sqlstate: str | None
+    source: str
+    """`writer` (refused on its way from memory) or `spool` (refused on replay)."""
+
+    def row(self) -> dict[str, Any]:
+        """The `dead_letters` row: the payload as JSON text, every character escaped to ASCII (a NUL
+        becomes the six characters `\\u0000`), so that whatever the record held can be stored."""
+        return asdict(self) | {"payload": json.dumps(self.payload), "created_at": utcnow()}
+
+
+def save_dead_letters(sessions: sessionmaker[Session], letters: Sequence[DeadLetterRecord]) -> None:
+    """Store refused writes in `dead_letters` (committed on return)."""
+    if letters:
+        with sessions.begin() as session:
+            session.execute(insert(DEAD_LETTERS), [letter.row() for letter in letters])
+
+
+def count_dead_letters(sessions: sessionmaker[Session]) -> int:
+    """How many refused writes `dead_letters` holds."""
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(DEAD_LETTERS)) or 0
 
 
 def get_interaction(sessions: sessionmaker[Session], interaction_id: str) -> Interaction | None:

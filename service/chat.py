@@ -51,6 +51,9 @@ CANCELLED = "cancelled"
 ERROR = "error"
 """`finish_reason` stored for a generation that failed."""
 
+STORED_WAIT_S = 2.0
+"""How long a finished stream holds back its `[DONE]` until its interaction left this replica's memory."""
+
 
 @dataclass(frozen=True)
 class Route:
@@ -131,10 +134,12 @@ def route_request(
 
 
 class ChatCompletions:
-    """Serves one chat completion request end to end."""
+    """Serves one chat completion request end to end; `key_hash` is the caller's API key as stored
+    with its answers (`caller_key_hash`), None when `/v1` is open."""
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: ServiceState, key_hash: str | None = None) -> None:
         self._state = state
+        self._key_hash = key_hash
 
     def _messages(self, request: ChatCompletionRequest) -> list[dict[str, str]]:
         messages = [m.for_template() for m in request.messages]
@@ -341,7 +346,22 @@ class ChatCompletions:
         yield chunk(DeltaMessage(), finish=last.finish_reason or "stop")
         if request.stream_options and request.stream_options.include_usage:
             yield chunk(DeltaMessage(), usage=_usage(prompt, last), choices=False)
+        await self._stored(interaction_id)
         yield "[DONE]"
+
+    async def _stored(self, interaction_id: str) -> None:
+        """Wait (up to `STORED_WAIT_S`) until the feedback writer stored the interaction in the database
+        or spooled it: a rating sent as soon as the stream ends may reach another replica (the router
+        tier runs several), which finds the answer only in the database. The writer's next round takes
+        it at once; an outage spools it, so this waits milliseconds either way."""
+        deadline = time.monotonic() + STORED_WAIT_S
+        while self._state.feedback.pending_interaction(interaction_id) is not None:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "interaction %s not stored within %.0fs; ending its stream", interaction_id, STORED_WAIT_S
+                )
+                return
+            await asyncio.sleep(0.002)
 
     def _failed(
         self,
@@ -423,6 +443,7 @@ class ChatCompletions:
                 "seed": request.seed,
             },
             streamed=streamed,
+            key_hash=self._key_hash,
         )
         self._state.feedback.record(record)
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from feedback.records import api_key_hash
 from service.errors import APIError
 from service.state import ServiceState
 
@@ -46,6 +47,13 @@ def _matches(token: bytes | None, secrets: list[str]) -> bool:
     return token is not None and any(hmac.compare_digest(token, s.encode()) for s in secrets if s)
 
 
+def valid_api_key(authorization: str | None, keys: list[str]) -> str | None:
+    """The configured API key that `authorization` carries as its bearer token, or None: the request
+    limits count a caller by its key only when the key is real (anything else by its address)."""
+    token = _bearer(authorization)
+    return next((key for key in keys if _matches(token, [key])), None)
+
+
 async def require_api_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """When `ZANTARA_API_KEYS` is set, `/v1` needs one of them as a bearer token."""
     check_api_key(state, authorization)
@@ -61,6 +69,15 @@ def check_api_key(state: ServiceState, authorization: str | None) -> None:
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def caller_key_hash(state: ServiceState, authorization: str | None) -> str | None:
+    """The stored hash (`api_key_hash`) of the API key in `authorization`, once `check_api_key` let it
+    in; None when `/v1` is open: an answer is rated only by the key that received it."""
+    token = _bearer(authorization)
+    if not state.settings.api_keys or token is None:
+        return None
+    return api_key_hash(token, state.settings.ensure_user_hash_key())
 
 
 async def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:

@@ -31,7 +31,7 @@ class Metrics:
         self.requests = Counter(
             "zantara_requests",
             "Chat completion requests by variant, adapter, target and outcome (variant none: refused "
-            "before routing).",
+            "before routing, status rejected for a 4xx, overloaded for the 503 of a full service).",
             [*SERVED_BY, "status"],
             registry=r,
         )
@@ -101,7 +101,22 @@ class Metrics:
         )
         self.feedback_dropped = Counter(
             "zantara_feedback_dropped",
-            "Writes given up: interactions over the buffer limit, spooled ratings whose answer never came.",
+            "Writes given up: interactions over the buffer limit or the spool's size, spooled ratings "
+            "whose answer never came.",
+            ["kind"],
+            registry=r,
+        )
+        self.feedback_refused = Counter(
+            "zantara_feedback_refused",
+            "Ratings refused with a 503 by reason (spool_full: the database is away and the spool holds "
+            "ZANTARA_SPOOL_MAX_BYTES).",
+            ["reason"],
+            registry=r,
+        )
+        self.feedback_dead_letters = Counter(
+            "zantara_feedback_dead_letters",
+            "Writes the database refused for their data (text it cannot hold, a constraint), set aside "
+            "in the dead_letters table instead of blocking the writes behind them.",
             ["kind"],
             registry=r,
         )
@@ -150,8 +165,11 @@ class Metrics:
         )
         self.model_ready = Gauge("zantara_model_ready", "1 when the model is loaded and serving.", registry=r)
         self.requests.labels("none", "", "none", "rejected")
+        self.requests.labels("none", "", "none", "overloaded")
         for kind in KINDS:
             self.feedback_dropped.labels(kind)
+            self.feedback_dead_letters.labels(kind)
+        self.feedback_refused.labels("spool_full")
         self.serving("base", "", "base")
 
     def serving(self, variant: str, adapter: str, target: str) -> None:

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEMO_BASE_MODEL = "zantara-demo-base"
@@ -18,7 +18,11 @@ class Settings(BaseSettings):
     """Service configuration; every field can be set as `ZANTARA_<FIELD>` in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ZANTARA_", env_file=".env", extra="ignore", hide_input_in_errors=True
+        env_prefix="ZANTARA_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
+        validate_by_name=True,  # fields read from several variables (aliases) are still set by name
     )
 
     environment: Literal["development", "production"] = "development"
@@ -44,10 +48,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get a 413.")
     max_messages: int = Field(256, ge=1, description="Messages per chat request.")
     max_message_chars: int = Field(65_536, ge=1, description="Characters per message (or text part).")
-    max_streams_per_key: int = Field(
+    max_concurrent_requests_per_key: int = Field(
         16,
         ge=0,
-        description="Concurrent streamed answers per API key (per client address when open); 0: off.",
+        validation_alias=AliasChoices(
+            "ZANTARA_MAX_CONCURRENT_REQUESTS_PER_KEY", "ZANTARA_MAX_STREAMS_PER_KEY"
+        ),
+        description="Chat requests (streamed or not) in flight per caller: its API key when it is one "
+        "of API_KEYS, else its client address; beyond it a 429. 0: off. Also read from the old "
+        "MAX_STREAMS_PER_KEY.",
+    )
+    max_concurrent_requests: int = Field(
+        48,
+        ge=0,
+        description="Chat requests in flight over all callers (generating or waiting for the engine); "
+        "beyond it a 503. 0: off.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="Proxies trusted to name the client in X-Forwarded-For (comma-separated addresses "
+        "or networks, `*`: any); the header from anyone else is ignored.",
     )
     graceful_shutdown_s: int = Field(
         25, ge=0, description="On SIGTERM, how long running requests and streams may take to finish."
@@ -78,6 +98,19 @@ class Settings(BaseSettings):
     )
     spool_orphan_ttl_s: float = Field(
         86_400.0, ge=0, description="How long a spooled rating of an unknown answer waits for it."
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="Payload bytes the spool holds at most: beyond it ratings get a 503 and interactions "
+        "are dropped (counted). Keep it under the `var` volume's size.",
+    )
+    spool_max_tries: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Replays of a spooled write the database refuses for its data before it is set aside "
+        "in the dead_letters table.",
     )
 
     default_rollout_percentage: float = Field(20.0, ge=0, le=100)

@@ -51,9 +51,12 @@ def feedback_writer(
         buffer_limit=settings.interaction_buffer_size,
         retry_s=settings.spool_retry_s,
         orphan_ttl_s=settings.spool_orphan_ttl_s,
+        spool_max_bytes=settings.spool_max_bytes,
         on_rating=metrics.count_rating,
         on_drop=lambda kind: metrics.feedback_dropped.labels(kind).inc(),
         direct=direct,
+        max_tries=settings.spool_max_tries,
+        on_dead_letter=lambda kind: metrics.feedback_dead_letters.labels(kind).inc(),
     )
     metrics.watch_feedback(writer)
     return writer

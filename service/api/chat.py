@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse
 
 from service.chat import ChatCompletions
-from service.deps import StateDep, require_api_key, state_of
+from service.deps import StateDep, caller_key_hash, require_api_key, state_of
 from service.errors import http_status
 from service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
 
@@ -53,7 +53,7 @@ async def create_chat_completion(
 ) -> JSONResponse | EventSourceResponse:
     """Answer a chat; `model: "zantara"` is routed (sticky per `user`), other names pin a variant."""
     user_key = x_zantara_user or body.user
-    service = ChatCompletions(state)
+    service = ChatCompletions(state, caller_key_hash(state, request.headers.get("authorization")))
     route, prompt, sampling = await service.prepare(body, user_key)
     request.state.generating = True
     if body.stream:

@@ -12,6 +12,7 @@ errors raised as FastAPI's `RequestValidationError`, so they get the one error e
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -21,14 +22,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from feedback.records import RatingWrite, UnknownInteractionError
-from service.deps import check_api_key, state_of
+from feedback.records import RESPONSE_ID_PATTERN, RatingWrite, UnknownInteractionError
+from feedback.spool import SpoolFullError
+from service.deps import caller_key_hash, check_api_key, state_of
 from service.errors import APIError
 from service.protocol import NO_NUL
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/feedback"
+SPOOL_FULL_RETRY_AFTER_S = 60
+"""`Retry-After` of a rating refused while the spool is full: the database has been away a while."""
+_RESPONSE_ID = re.compile(RESPONSE_ID_PATTERN)
 
 
 class FeedbackRequest(BaseModel):
@@ -38,7 +43,9 @@ class FeedbackRequest(BaseModel):
         min_length=1, max_length=64, pattern=NO_NUL, description="The chat completion `id`."
     )
     rating: int = Field(ge=1, le=5, description="1-5 stars; under 3 puts the answer in the review queue.")
-    comment: str | None = Field(None, max_length=4000, pattern=NO_NUL)
+    comment: str | None = Field(
+        None, max_length=4000, description="Stored with each NUL character replaced by U+FFFD."
+    )
 
 
 class FeedbackResponse(BaseModel):
@@ -61,24 +68,37 @@ class FeedbackResponse(BaseModel):
 
 async def submit_feedback(request: Request) -> Response:
     """Store (or replace) the rating, acknowledged only once committed or durably spooled; 404 for an
-    id unknown to the database and to this replica."""
+    id unknown to the database and to this replica, for an id the service cannot have made, and, when
+    API keys are set, for an answer another key received (the same 404: ids cannot be probed); 503
+    while the database is away and the spool is full."""
     state = state_of(request)
-    check_api_key(state, request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    check_api_key(state, authorization)
     body = await request.body()
     try:
         feedback = FeedbackRequest.model_validate_json(body)
     except ValidationError as error:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
         raise RequestValidationError(errors, body=body) from None
-    write = RatingWrite(feedback.response_id, feedback.rating, feedback.comment)
+    if not _RESPONSE_ID.fullmatch(feedback.response_id):
+        raise _not_found(feedback.response_id)
+    write = RatingWrite(
+        feedback.response_id,
+        feedback.rating,
+        feedback.comment,
+        key_hash=caller_key_hash(state, authorization),
+    )
     try:
         outcome = await state.feedback.rate(write)
     except UnknownInteractionError:
+        raise _not_found(write.interaction_id) from None
+    except SpoolFullError:
+        state.metrics.feedback_refused.labels("spool_full").inc()
         raise APIError(
-            404,
-            f"No answer with id {write.interaction_id!r}.",
-            code="response_not_found",
-            param="response_id",
+            503,
+            "The database is unavailable and the ratings waiting for it fill the spool; send it again later.",
+            code="spool_full",
+            headers={"Retry-After": str(SPOOL_FULL_RETRY_AFTER_S)},
         ) from None
     except (OSError, SQLAlchemyError) as error:
         log.error("could not store or spool a rating: %s", type(error).__name__)
@@ -95,6 +115,12 @@ async def submit_feedback(request: Request) -> Response:
         status="queued" if outcome.queued else "stored",
     )
     return Response(answer.model_dump_json(), 202 if outcome.queued else 200, media_type="application/json")
+
+
+def _not_found(response_id: str) -> APIError:
+    return APIError(
+        404, f"No answer with id {response_id!r}.", code="response_not_found", param="response_id"
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -133,7 +159,11 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
                 "401": {"description": "Invalid or missing API key", **error},
                 "404": {"description": "No answer with this id", **error},
                 "422": {"description": "Invalid body", **error},
-                "503": {"description": "Neither stored nor spooled; send it again", **error},
+                "503": {
+                    "description": "Neither stored nor spooled (the spool is full while the database is "
+                    "away: `Retry-After`); send it again",
+                    **error,
+                },
             },
         }
     }
