@@ -1,5 +1,6 @@
-"""Request limits: body size (413), concurrent streams per API key (429), and the configurable bounds of a
-chat request, enforced when the body is validated and stated in the OpenAPI schema.
+"""Request limits: body size (413), chat requests in flight per caller (429) and over all callers (503),
+and the configurable bounds of a chat request, enforced when the body is validated and stated in the
+OpenAPI schema.
 
 Both middlewares are pure ASGI (Starlette's `BaseHTTPMiddleware` would buffer streamed answers), and every
 refusal is in OpenAI's error shape.
@@ -7,15 +8,19 @@ refusal is in OpenAI's error shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.deps import valid_api_key
 from service.errors import error_response
 from service.protocol import ErrorResponse, RequestLimits, request_limits
 from service.settings import Settings
@@ -35,6 +40,8 @@ STREAM_EVENT = {
     },
 }
 """How each event of `text/event-stream` is documented (before OpenAPI 3.2 `schema` describes one event)."""
+RETRY_AFTER_S = "1"
+"""`Retry-After` of a refused chat request: a slot frees as soon as one answer ends."""
 
 
 class BodyTooLarge(HTTPException):
@@ -92,70 +99,130 @@ async def _refuse(error: BodyTooLarge, scope: Scope, receive: Receive, send: Sen
 
 
 class ChatRequestLimits:
-    """Makes the app's `RequestLimits` the ones chat bodies are validated against, and holds every
-    streamed answer to `max_streams` at a time per API key (per client address when none is sent).
+    """Makes the app's `RequestLimits` the ones chat bodies are validated against, and bounds the chat
+    completions in flight, streamed or not: `per_caller` at a time per caller (its API key when it is
+    one of `api_keys`, else its client address), beyond which a request gets a 429, and `in_flight`
+    over all callers (generating or waiting for the engine), beyond which it gets a 503. Both answer at
+    once, before the body is parsed, with `Retry-After`; 0 turns a bound off.
 
-    A slot is taken before the request reaches the route and given back when the response ends, whether
-    the stream finished, failed or the client went away: as the last bytes are sent, or when the route
-    returns without sending them."""
+    A slot is taken once the body has arrived and given back when the response ends, whether the answer
+    finished, failed or the client went away: as the last bytes are sent, or when the route returns
+    without sending them. A non-streamed request whose client goes away is cancelled, so its generation
+    stops (a streamed answer's response notices that itself)."""
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits, max_streams: int) -> None:
-        self.app, self.limits, self.max_streams = app, limits, max_streams
-        self.streams: Counter[str] = Counter()
+    def __init__(
+        self, app: ASGIApp, limits: RequestLimits, *, per_caller: int, in_flight: int, api_keys: list[str]
+    ) -> None:
+        self.app, self.limits = app, limits
+        self.per_caller, self.in_flight, self.api_keys = per_caller, in_flight, api_keys
+        self.callers: Counter[str] = Counter()
+        self.running = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Set the request limits; for a streamed chat completion, take a slot or answer 429."""
+        """Set the request limits; for a chat completion, take a slot or refuse."""
         token = request_limits.set(self.limits)
         try:
-            if self.max_streams and scope["type"] == "http" and _is_chat(scope):
-                await self._counted(scope, receive, send)
+            if scope["type"] == "http" and _is_chat(scope):
+                await self._bounded(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
         finally:
             request_limits.reset(token)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         if body is None:  # the client left before sending the whole body: nobody to answer
             return
         replay = _replaying(body, receive)
-        if not _asks_for_stream(body):
-            await self.app(scope, replay, send)
-            return
-        key = _caller(scope)
-        if self.streams[key] >= self.max_streams:
-            _count_rejected(scope)
-            response = error_response(
-                429,
-                f"Too many concurrent streams for this API key (limit {self.max_streams}); "
-                "retry when one of them has finished.",
-                code="too_many_streams",
-                headers={"Retry-After": "1"},
-            )
+        caller = self._caller(scope)
+        refusal = self._refusal(caller)
+        if refusal is not None:
+            status, response = refusal
+            _count_refused(scope, status)
             await response(scope, replay, send)
             return
-        self.streams[key] += 1
+        self.callers[caller] += 1
+        self.running += 1
         held = True
 
         def give_back() -> None:
             nonlocal held
             if held:
                 held = False
-                self.streams[key] -= 1
-                if not self.streams[key]:
-                    del self.streams[key]
+                self.running -= 1
+                self.callers[caller] -= 1
+                if not self.callers[caller]:
+                    del self.callers[caller]
 
         async def send_then_give_back(message: Message) -> None:
-            # given back before the answer's last bytes leave: a client that has read the whole stream
-            # may start the next one at once, while the response's own tasks still wind down
+            # given back before the answer's last bytes leave: a client that has read the whole answer
+            # may send the next request at once, while the response's own tasks still wind down
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 give_back()
             await send(message)
 
         try:
-            await self.app(scope, replay, send_then_give_back)
+            if _asks_for_stream(body):
+                await self.app(scope, replay, send_then_give_back)
+            else:
+                await _cancelled_if_client_leaves(self.app, scope, replay, receive, send_then_give_back)
         finally:
             give_back()
+
+    def _caller(self, scope: Scope) -> str:
+        """The API key sent when it is a configured one, else the client's address (from a trusted
+        proxy's `X-Forwarded-For`, as uvicorn sets it): a bearer string that is no key counts as its
+        sender's address, so made-up keys buy no extra slots."""
+        key = valid_api_key(Headers(scope=scope).get("authorization"), self.api_keys)
+        if key is not None:
+            return "key:" + key
+        client = scope.get("client")
+        return f"addr:{client[0] if client else ''}"
+
+    def _refusal(self, caller: str) -> tuple[str, JSONResponse] | None:
+        """The refusal's metric status and answer when `caller` or the service is at its bound."""
+        if self.per_caller and self.callers[caller] >= self.per_caller:
+            return "rejected", error_response(
+                429,
+                f"Too many requests in flight for this API key or client (limit {self.per_caller}); "
+                "retry when one of them has finished.",
+                code="too_many_requests",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        if self.in_flight and self.running >= self.in_flight:
+            return "overloaded", error_response(
+                503,
+                "The service is at its capacity; retry shortly.",
+                code="overloaded",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        return None
+
+
+async def _cancelled_if_client_leaves(
+    app: ASGIApp, scope: Scope, replay: Receive, receive: Receive, send: Send
+) -> None:
+    """Run `app` until it has answered, or until the client goes away: then it is cancelled (the
+    engine drops a request whose consumer is gone), since nobody is left to read the answer."""
+    answered = False
+
+    async def watched_send(message: Message) -> None:
+        nonlocal answered
+        answered = answered or (message["type"] == "http.response.body" and not message.get("more_body"))
+        await send(message)
+
+    async def watch(cancel_scope: anyio.CancelScope) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not answered:  # uvicorn also says "disconnect" once the answer is complete
+            cancel_scope.cancel()
+
+    with anyio.CancelScope() as cancel_scope:
+        watcher = asyncio.create_task(watch(cancel_scope))
+        try:
+            await app(scope, replay, watched_send)
+        finally:
+            watcher.cancel()
 
 
 def _is_chat(scope: Scope) -> bool:
@@ -196,20 +263,11 @@ def _asks_for_stream(body: bytes) -> bool:
     return isinstance(data, dict) and data.get("stream") is True
 
 
-def _caller(scope: Scope) -> str:
-    """The API key sent (whether valid or not: an invalid one is refused by the route), else the client."""
-    scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return "key:" + token.strip()
-    client = scope.get("client")
-    return f"addr:{client[0] if client else ''}"
-
-
-def _count_rejected(scope: Scope) -> None:
+def _count_refused(scope: Scope, status: str) -> None:
     """Count the refusal with the other requests refused before generation (`variant="none"`)."""
     state = getattr(scope["app"].state, "zantara", None)
     if state is not None:
-        state.metrics.count_refused("rejected")
+        state.metrics.count_refused(status)
 
 
 def request_limits_of(settings: Settings) -> RequestLimits:
@@ -224,7 +282,13 @@ def request_limits_of(settings: Settings) -> RequestLimits:
 def install_limits(app: FastAPI, settings: Settings) -> None:
     """Add the limit middlewares (body size outermost); `state_limits` states them in the OpenAPI schema."""
     limits = request_limits_of(settings)
-    app.add_middleware(ChatRequestLimits, limits=limits, max_streams=settings.max_streams_per_key)
+    app.add_middleware(
+        ChatRequestLimits,
+        limits=limits,
+        per_caller=settings.max_concurrent_requests_per_key,
+        in_flight=settings.max_concurrent_requests,
+        api_keys=settings.api_keys,
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
 
@@ -260,7 +324,10 @@ def state_limits(schema: dict[str, Any], limits: RequestLimits) -> dict[str, Any
             if "requestBody" in operation:
                 responses.setdefault("413", {**error, "description": "Request body too large"})
             if path == CHAT_PATH and method == "post":
-                responses.setdefault("429", {**error, "description": "Too many concurrent streams"})
+                responses.setdefault(
+                    "429", {**error, "description": "Too many requests in flight for the caller"}
+                )
+                responses.setdefault("503", {**error, "description": "Overloaded, or the model still loads"})
                 responses["200"]["content"]["text/event-stream"] = {"schema": STREAM_EVENT}
             responses.setdefault("4XX", error)
     return schema

@@ -13,6 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
+from service.settings import Settings
+
 log = logging.getLogger(__name__)
 
 STARTUP_FAILURE = 3
@@ -27,9 +29,7 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str, drain_s: int) -
     uvicorn re-raises the signal it caught once it has drained; the handler installed here takes that
     SIGTERM, so a drained stop exits 0 instead of dying of the signal."""
     AppStatus.disable_automatic_graceful_drain()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_s)
-    )
+    server = uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level, drain_s=drain_s))
     previous = signal.signal(signal.SIGTERM, _drained)
     try:
         server.run()
@@ -37,6 +37,22 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str, drain_s: int) -
         signal.signal(signal.SIGTERM, previous)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def server_config(app: FastAPI, *, host: str, port: int, log_level: str, drain_s: int) -> uvicorn.Config:
+    """uvicorn's configuration of `app`: the graceful stop's bound, and the client address taken from
+    `X-Forwarded-For` only when the connection comes from a proxy in `ZANTARA_FORWARDED_ALLOW_IPS` (the
+    request limits count an open `/v1`'s callers by that address)."""
+    settings: Settings = app.state.settings
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=drain_s,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
 
 
 def _drained(signum: int, _frame: FrameType | None) -> None:

@@ -25,10 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Server:
-    """A running service: its base URL and the seconds from process start to ready."""
+    """A running service: its base URL, the seconds from process start to ready, and its process id."""
 
     url: str
     ready_s: float
+    pid: int
 
 
 def demo_env(var_dir: Path, demo_dirs: tuple[Path, Path], database_url: str, **more: str) -> dict[str, str]:
@@ -61,7 +62,7 @@ def running_server(env: dict[str, str], *, timeout_s: float = 600) -> Iterator[S
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(server, url, started + timeout_s, output)
-            yield Server(url, time.perf_counter() - started)
+            yield Server(url, time.perf_counter() - started, server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -371,7 +371,7 @@ def test_no_pod_carries_a_hash_of_the_secret_values() -> None:
 
 
 def test_production_refuses_an_open_v1_unless_the_values_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    no_keys = {"secrets": {"apiKeys": []}}
+    no_keys: dict[str, Any] = {"secrets": {"apiKeys": []}}
     with pytest.raises(RenderFail, match="openAccess: true"):
         render_chart(CHART, variant("default-values.yaml"), no_keys)
     opened = render_chart(CHART, variant("default-values.yaml"), no_keys, {"openAccess": True})

@@ -1,7 +1,9 @@
 """The review queue page in a real headless Chromium (Debian's, driven by Playwright) against
 `zantara serve` on PostgreSQL: sign in, planted HTML in an answer stays text, a correction that
-contradicts a verified fact is refused with the fact, an item is corrected by keyboard alone and
-leaves the queue, another is dismissed, the empty-queue message shows; nothing scrolls sideways at 390 px.
+contradicts a verified fact is refused with the fact, one that fails a dataset check is refused with
+the rule and saved with the reviewer's override reason, all by keyboard alone, and the item leaves the
+queue; an item whose correction a retrain rejected shows the reason and the rejected text; another is
+dismissed, the empty-queue message shows; nothing scrolls sideways at 390 px.
 
 Screenshots go to `ZANTARA_TEST_SCREENSHOTS` (default: the pytest temporary folder). Without
 `/usr/bin/chromium` the test fails, it never skips.
@@ -19,7 +21,7 @@ from playwright.sync_api import Browser, expect
 
 from feedback.db import create_db_engine, make_session_factory
 from feedback.records import InteractionRecord
-from feedback.review_queue import corrections_after
+from feedback.review_queue import corrections_after, reject_corrections
 from feedback.store import rate_interaction, save_interactions
 from tests.e2e.browser import (
     ADMIN,
@@ -148,8 +150,20 @@ def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browse
     expect(planted.locator(".item-status")).to_contain_text("contradicts a verified fact")
     expect(planted.locator(".item-status")).to_contain_text("11%")
 
+    # too short for the dataset's completeness check: refused with the rule, then overridden
     desk.keyboard.press("Control+a")
     desk.keyboard.type("Tarif PPN umum adalah 11%.")
+    desk.keyboard.press("Escape")
+    desk.keyboard.press("f")
+    expect(planted.locator(".facts.bad")).to_contain_text("completeness: the answer has only 5 words")
+    desk.keyboard.press("c")
+    desk.keyboard.press("Control+Enter")
+    expect(planted.locator(".item-status")).to_contain_text("completeness: the answer has only 5 words")
+    expect(planted.locator(".override")).to_be_visible()
+    desk.keyboard.press("Escape")
+    desk.keyboard.press("o")
+    expect(planted.locator("textarea[name=override_reason]")).to_be_focused()
+    desk.keyboard.type("Jawaban singkat cukup untuk pertanyaan ini.")
     desk.keyboard.press("Control+Enter")
     expect(planted).to_have_count(0)
     expect(desk.locator("#queue-status")).to_contain_text("Correction saved")
@@ -180,7 +194,21 @@ def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browse
         engine.dispose()
     assert (stored.interaction_id, stored.reviewer) == ("planted", "ana")
     assert stored.correct_answer == "Tarif PPN umum adalah 11%." and stored.lesson == "Tarif PPN umum 11%."
+    assert stored.check_override == "Jawaban singkat cukup untuk pertanyaan ini."
     assert wait_for_queue(url, token, 0) == []
+
+    # a retrain leaves the correction out: the item is back, with the reason and the rejected text
+    engine = create_db_engine(database_url)
+    try:
+        reject_corrections(
+            make_session_factory(engine), {stored.id: "tone: formal question answered with casual words: nih"}
+        )
+    finally:
+        engine.dispose()
+    desk.reload()
+    back = desk.locator('article.item[data-id="planted"]')
+    expect(back.locator(".rejected")).to_contain_text("tone: formal question answered with casual words: nih")
+    expect(back.locator("textarea[name=correct_answer]")).to_have_value("Tarif PPN umum adalah 11%.")
     for shot in (queue_shot, empty_shot):
         assert shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")

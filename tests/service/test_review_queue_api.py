@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.models import Correction
 from feedback.records import InteractionRecord
-from feedback.review_queue import corrections_after
+from feedback.review_queue import corrections_after, reject_corrections
 from feedback.reviewers import add_reviewer
 from feedback.store import rate_interaction, save_interactions
 from service.app import create_app
@@ -208,6 +208,13 @@ async def test_a_correction_failing_a_dataset_check_is_refused_naming_the_rule_u
     assert overridden.check_override == reason and overridden.correct_answer == SEED["golden_answer"]
     assert passed.check_override is None, "a correction that passes keeps no override"
     assert await queue.listed() == []
+
+    reject_corrections(queue.sessions, {passed.id: "completeness: the answer has only 4 words"})
+    page = (await queue.client.get("/review/api/queue", headers=queue.auth)).json()
+    [back] = page["items"]
+    assert back["interaction_id"] == "fine" and back["rejected"]["correction_id"] == passed.id
+    assert back["rejected"]["reason"] == "completeness: the answer has only 4 words"
+    assert back["rejected"]["correct_answer"] == RIGHT["correct_answer"]
 
 
 BAD_BODIES: list[object] = [

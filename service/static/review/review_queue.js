@@ -1,6 +1,7 @@
 // Review queue page: correct or dismiss low-rated answers through the JSON API, keyboard first.
-// j / k move between answers, c writes the correction, f checks it against the fact registry,
-// Ctrl+Enter saves, d focuses the dismiss reason (Enter dismisses), Esc leaves a field.
+// j / k move between answers, c writes the correction, f checks it against the fact registry and the
+// dataset rules, o writes the reason to keep an answer that fails a dataset rule (shown once one
+// fails), Ctrl+Enter saves, d focuses the dismiss reason (Enter dismisses), Esc leaves a field.
 // Every text from the server is set with textContent, never parsed as HTML.
 (function () {
   "use strict";
@@ -44,6 +45,10 @@
     return data && data.error && data.error.message ? data.error.message : "The request failed (HTTP " + code + ").";
   }
 
+  function offerOverride(item) {
+    item.querySelector(".override").hidden = false;
+  }
+
   async function post(item, suffix, body) {
     let response;
     try {
@@ -72,18 +77,24 @@
     const box = item.querySelector(".facts");
     box.replaceChildren();
     const head = document.createElement("p");
-    head.textContent = result.ok
-      ? "No verified fact of the registry contradicts this answer."
-      : "This answer contradicts a verified fact; it cannot be saved as it is:";
+    if (result.ok) head.textContent = "No verified fact contradicts this answer and it passes the dataset rules.";
+    else if (result.contradictions.length) head.textContent = "This answer contradicts a verified fact; it cannot be saved as it is:";
+    else head.textContent = "This answer fails a dataset rule; fix it, or give an override reason to keep it:";
     box.className = "facts " + (result.ok ? "ok" : "bad");
     box.append(head);
-    const issues = result.contradictions.concat(result.warnings);
-    if (!issues.length) return;
-    const list = document.createElement("ul");
-    issues.forEach((issue) => {
-      const entry = document.createElement("li");
+    const lines = result.contradictions.concat(result.warnings).map((issue) => {
       const unconfirmed = result.warnings.includes(issue) ? " [fact not yet confirmed: warning only]" : "";
-      entry.textContent = issue.fact_id + ": " + issue.statement + " — " + issue.detail + unconfirmed;
+      return issue.fact_id + ": " + issue.statement + " — " + issue.detail + unconfirmed;
+    });
+    result.problems.forEach((problem) => {
+      lines.push(problem.check + ": " + problem.message + (problem.overridable ? "" : " [cannot be overridden]"));
+    });
+    if (result.problems.some((problem) => problem.overridable)) offerOverride(item);
+    if (!lines.length) return;
+    const list = document.createElement("ul");
+    lines.forEach((line) => {
+      const entry = document.createElement("li");
+      entry.textContent = line;
       list.append(entry);
     });
     box.append(list);
@@ -124,6 +135,7 @@
       leave(item, errorText(reply.data, reply.code));
     } else if (reply.code !== 401) {
       say(item, errorText(reply.data, reply.code));
+      if (reply.data && reply.data.error && reply.data.error.code === "dataset_check_failed") offerOverride(item);
     }
   }
 
@@ -137,6 +149,8 @@
       why_wrong: fields.why_wrong.value,
       lesson: fields.lesson.value,
     };
+    const override = fields.override_reason.value.trim();
+    if (override) body.override_reason = override;
     act(item, "", body, () => leave(item, "Correction saved; it will be part of the next training run."));
   }
 
@@ -195,6 +209,9 @@
     else if (key === "k") move(-1);
     else if (key === "c") current.querySelector("textarea[name=correct_answer]").focus();
     else if (key === "d") current.querySelector("input[name=reason]").focus();
+    else if (key === "o" && !current.querySelector(".override").hidden) {
+      current.querySelector("textarea[name=override_reason]").focus();
+    }
     else if (key === "f") check(current);
     else return;
     event.preventDefault();
