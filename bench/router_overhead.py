@@ -306,7 +306,8 @@ def our_service_env(upstreams: list[str], var: Path, database_url: str) -> dict[
         "ZANTARA_ADMIN_TOKEN": "bench-admin-token-0123456789",
         "ZANTARA_API_KEYS": API_KEY,
         "ZANTARA_DEFAULT_ROLLOUT_PERCENTAGE": "20",
-        "ZANTARA_MAX_STREAMS_PER_KEY": "0",
+        "ZANTARA_MAX_CONCURRENT_REQUESTS_PER_KEY": "0",  # one client key, as behind the chart's router
+        "ZANTARA_MAX_CONCURRENT_REQUESTS": "256",  # the chart's router tier (router.env)
     }
 
 

@@ -109,6 +109,7 @@ class FeedbackWriter:
         """The connections writes go through on PostgreSQL; None: worker threads through `sessions`."""
         self._spool = Spool(spool_path, spool_max_bytes)
         self._buffer: dict[str, InteractionRecord] = {}
+        self._leaving: dict[str, asyncio.Event] = {}
         self._buffer_limit = buffer_limit
         self._batch_size = batch_size
         self._retry_s = retry_s
@@ -204,14 +205,32 @@ class FeedbackWriter:
         if len(self._buffer) >= self._buffer_limit:
             oldest = next(iter(self._buffer))
             del self._buffer[oldest]
+            self._left(oldest)
             self._on_drop("interaction")
             log.error("interaction buffer full (%d): dropped %s", self._buffer_limit, oldest)
         self._buffer[record.id] = record
         self._wake.set()
 
-    def pending_interaction(self, interaction_id: str) -> InteractionRecord | None:
-        """The interaction if it still waits in memory."""
-        return self._buffer.get(interaction_id)
+    async def left_memory(self, interaction_id: str, timeout_s: float) -> bool:
+        """Wait until the interaction is stored or spooled, no longer only in this replica's memory:
+        a rating sent right after its answer may reach another replica, which looks in the database.
+        False when it still waits after `timeout_s`."""
+        if interaction_id not in self._buffer:
+            return True
+        event = self._leaving.setdefault(interaction_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._leaving.pop(interaction_id, None)
+        return True
+
+    def _left(self, interaction_id: str) -> None:
+        """Wake whoever waits for the interaction to leave memory (`left_memory`)."""
+        event = self._leaving.get(interaction_id)
+        if event is not None:
+            event.set()
 
     # --- ratings ------------------------------------------------------------------------------------
 
@@ -269,6 +288,7 @@ class FeedbackWriter:
         """Drop a record from the buffer once it is stored or spooled (unless replaced meanwhile)."""
         if record is not None and self._buffer.get(record.id) is record:
             del self._buffer[record.id]
+            self._left(record.id)
 
     async def _commit_ratings(
         self, items: list[tuple[RatingWrite, InteractionRecord | None]]

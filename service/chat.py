@@ -352,16 +352,12 @@ class ChatCompletions:
     async def _stored(self, interaction_id: str) -> None:
         """Wait (up to `STORED_WAIT_S`) until the feedback writer stored the interaction in the database
         or spooled it: a rating sent as soon as the stream ends may reach another replica (the router
-        tier runs several), which finds the answer only in the database. The writer's next round takes
-        it at once; an outage spools it, so this waits milliseconds either way."""
-        deadline = time.monotonic() + STORED_WAIT_S
-        while self._state.feedback.pending_interaction(interaction_id) is not None:
-            if time.monotonic() >= deadline:
-                log.warning(
-                    "interaction %s not stored within %.0fs; ending its stream", interaction_id, STORED_WAIT_S
-                )
-                return
-            await asyncio.sleep(0.002)
+        tier runs several), which finds the answer only in the database. The writer takes it at once
+        (an outage spools it), so this waits one insert."""
+        if not await self._state.feedback.left_memory(interaction_id, STORED_WAIT_S):
+            log.warning(
+                "interaction %s not stored within %.0fs; ending its stream", interaction_id, STORED_WAIT_S
+            )
 
     def _failed(
         self,

@@ -194,3 +194,19 @@ def test_the_spool_knows_which_answers_wait_across_a_restart(tmp_path: Path) -> 
     again.settle(again.ready(10), [], defer_s=5)
     assert not again.holds("a") and again.pending == 0
     again.close()
+
+
+async def test_left_memory_returns_once_the_interaction_is_stored(
+    writer: FeedbackWriter, sessions: sessionmaker[Session]
+) -> None:
+    writer.record(_record("waited"))
+    assert writer.buffered == 1
+    assert await writer.left_memory("waited", timeout_s=10)
+    assert _stored(sessions)[0] == ["waited"], "stored in the database when the wait ends"
+    assert await writer.left_memory("waited", timeout_s=0.01), "already gone: no wait"
+
+
+async def test_left_memory_gives_up_after_its_timeout(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    idle = FeedbackWriter(sessions, tmp_path / "spool.sqlite3")  # not started: nothing leaves memory
+    idle.record(_record("stuck"))
+    assert not await idle.left_memory("stuck", timeout_s=0.05)
