@@ -46,9 +46,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY zantara ./zantara
 COPY service ./service
 COPY router ./router
 COPY feedback ./feedback
+COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations
 COPY data ./data
@@ -107,9 +109,11 @@ RUN pip install "unsloth==${UNSLOTH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERS
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY zantara ./zantara
 COPY service ./service
 COPY router ./router
 COPY feedback ./feedback
+COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations
 COPY data ./data
@@ -147,9 +151,11 @@ RUN python -m venv /opt/venv \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY zantara ./zantara
 COPY service ./service
 COPY router ./router
 COPY feedback ./feedback
+COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations
 COPY data ./data

@@ -1,6 +1,6 @@
 """Time from `zantara serve` to ready: a first start (builds the demo base and adapter) and later starts.
 
-Each start runs `python -m service serve` on its embedded defaults with a fresh `ZANTARA_VAR_DIR`
+Each start runs `python -m zantara serve` on its embedded defaults with a fresh `ZANTARA_VAR_DIR`
 (SQLite, models and adapters all under it) and polls `/readyz` every 0.2 s. The first start of a fresh
 directory builds the demo models; the `--later` starts reuse them. Run: `python bench/startup.py`
 (about 1.5 minutes on 2 cores).

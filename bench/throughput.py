@@ -71,8 +71,9 @@ class Served:
 
 def prepare_demo(root: Path) -> Served:
     """The demo model (built if missing), its adapter, and a second one: the demo adapter with B negated."""
-    from service.app import DEMO_ADAPTER, build_demo_models
     from service.settings import Settings
+    from training.demo_model import DEMO_ADAPTER
+    from zantara.demo import build_demo_models
 
     settings = Settings(var_dir=root)
     build_demo_models(settings)
@@ -197,7 +198,7 @@ def measure_static(served: Served, max_tokens: int, repeats: int) -> list[dict[s
     model.load_adapter(served.adapter_paths[1], adapter_name="b")
     model.eval()
     names = ["__base__"] * 8 + ["a"] * 4 + ["b"] * 4
-    from training.prompts import ZANTARA_SYSTEM_PROMPT
+    from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 
     prompts = [
         tokenizer.apply_chat_template(

@@ -42,30 +42,16 @@ from service.state import ServiceState, feedback_writer
 
 log = logging.getLogger(__name__)
 
-DEMO_ADAPTER = ("zantara-demo", "v1")
-
 
 def _model_path(settings: Settings) -> str:
     return str(settings.demo_base_path.resolve()) if settings.uses_demo_model else settings.base_model
 
 
-def build_demo_models(settings: Settings) -> None:
-    """With the default base model: build the tiny demo base and demo adapter if they are missing."""
-    from training.demo_model import ensure_demo_adapter, ensure_demo_base
-
-    base = ensure_demo_base(settings.demo_base_path)
-    if settings.build_demo_adapter:
-        name, version = DEMO_ADAPTER
-        ensure_demo_adapter(base, settings.resolved_adapters_dir / name / version)
-
-
 async def bring_up(state: ServiceState) -> None:
-    """Build (first start) and load the model and adapters; record how long each part took."""
+    """Load the model and adapters (the demo model is built before, by `zantara serve`); record how
+    long each part took."""
     settings, started = state.settings, time.perf_counter()
     try:
-        if settings.uses_demo_model and settings.engine != "openai":  # a router tier holds no model
-            await asyncio.to_thread(build_demo_models, settings)
-            state.startup["demo_models_s"] = time.perf_counter() - started
         await state.engine.start()
         state.startup["model_loaded_s"] = time.perf_counter() - started
         for info in discover_adapters(settings.resolved_adapters_dir):

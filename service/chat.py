@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from feedback.records import InteractionRecord
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from router.bucketing import Variant, hash_user
 from router.policy import choose_target
 from router.rollout import Rollout
@@ -41,7 +42,6 @@ from service.protocol import (
     Usage,
 )
 from service.state import ServiceState
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 

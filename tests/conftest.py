@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
 from feedback.migrate import upgrade
-from service.app import DEMO_ADAPTER, create_app
+from service.app import create_app
 from service.settings import Settings
 from tests.postgres import free_port, fresh_database, session_server
+from training.demo_model import DEMO_ADAPTER
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Run `python -m service serve` as its own process on a free port until `/readyz` says ready.
+"""Run `python -m zantara serve` as its own process on a free port until `/readyz` says ready.
 
 Used by the end-to-end tests and by the benchmarks under `bench/`.
 """
@@ -52,7 +52,7 @@ def running_server(env: dict[str, str], *, timeout_s: float = 600) -> Iterator[S
     with tempfile.TemporaryFile("w+") as output:
         started = time.perf_counter()
         server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            [sys.executable, "-m", "zantara", "serve"],
             env={**os.environ, "ZANTARA_LOG_LEVEL": "warning", **env, "ZANTARA_PORT": str(port)},
             cwd=REPO,
             stdout=output,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.prompts import ZANTARA_SYSTEM_PROMPT
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 GENERAL_FILE = DATA_DIR / "general" / "general.jsonl"

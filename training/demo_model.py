@@ -30,16 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from training.demo_data import SEED_FILE, chat, file_hash, load_general, load_seed
 from training.demo_tokenizer import build_tokenizer
 from training.progress import training_progress
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
     import torch
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+DEMO_ADAPTER = ("zantara-demo", "v1")
+"""`(NAME, VERSION)` of the demo adapter the service loads by default."""
 SEED = int(os.environ.get("ZANTARA_DEMO_SEED", "1234"))
 """Random seed of the demo build; tests set `ZANTARA_DEMO_SEED` to check they hold for any build."""
 VOCAB_SIZE = 4000

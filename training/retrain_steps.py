@@ -480,7 +480,7 @@ def gate_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def _eval_pair(item: Any) -> dict[str, Any]:
     """A stored correction as the corrections gate reads it, personal data scrubbed as in the dataset."""
-    from training.dataset.corrections import CorrectionRecord
+    from knowledge.corrections import CorrectionRecord
 
     record = CorrectionRecord(
         item.query,

@@ -35,16 +35,16 @@ from feedback.review_queue import (
     get_item,
     list_queue,
 )
+from knowledge.corrections import CorrectionRecord, check_correction, overridable
+from knowledge.errors import DatasetInputError
+from knowledge.fact_check import FactChecker
+from knowledge.facts import load_facts
+from knowledge.topics import classify
 from service.deps import StateDep
 from service.errors import APIError
 from service.protocol import NOT_BLANK, ErrorResponse
 from service.review_auth import STATIC_DIR, ReviewerAPIDep, login_redirect, page_session, render
 from service.state import ServiceState
-from training.dataset.corrections import CorrectionRecord, check_correction, overridable
-from training.dataset.fact_check import FactChecker
-from training.dataset.facts import load_facts
-from training.dataset.files import DatasetInputError
-from training.dataset.topics import classify
 
 router = APIRouter(prefix="/review", tags=["review"])
 

@@ -23,9 +23,9 @@ import typer
 import yaml
 
 from service.app import create_app
-from service.cli import app as cli_app
 from service.metrics import Metrics
 from service.settings import Settings
+from zantara.cli import app as cli_app
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -40,8 +40,8 @@ BATCH_TARGETS = ("gpu-train", "migrate")
 PORT = "8000"
 
 # Read by the command line straight from the environment, not settings: the URL `zantara rollout` talks
-# to (service/cli.py) and the service `zantara retrain` asks to hot-load (training/retrain_cli.py).
-CLI_ONLY_VARIABLES = {"ZANTARA_URL": "service/cli.py", "ZANTARA_SERVICE_URL": "training/retrain_cli.py"}
+# to (zantara/cli.py) and the service `zantara retrain` asks to hot-load (training/retrain_cli.py).
+CLI_ONLY_VARIABLES = {"ZANTARA_URL": "zantara/cli.py", "ZANTARA_SERVICE_URL": "training/retrain_cli.py"}
 
 # Values whose content is passed through to Kubernetes or the environment as it stands: keys below them
 # in an override file are not looked up in values.yaml.

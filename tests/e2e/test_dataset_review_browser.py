@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from feedback.dataset_review import record_key, verdicts
 from feedback.db import create_db_engine, make_session_factory
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from tests.e2e.browser import (
     PLANTED,
     add_reviewer,
@@ -28,7 +29,6 @@ from tests.e2e.browser import (
     serving,
     sign_in,
 )
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 PAIRS = [
     (

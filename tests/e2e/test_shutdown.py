@@ -66,7 +66,7 @@ async def test_sigterm_drains_streams_then_exits_0(demo_dirs: tuple[Path, Path],
     }
     with tempfile.TemporaryFile("w+") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            [sys.executable, "-m", "zantara", "serve"],
             env=env,
             cwd=REPO,
             stdout=output,

@@ -29,7 +29,7 @@ from feedback.review_queue import (
     reject_corrections,
 )
 from feedback.store import rate_interaction, save_interactions
-from training.dataset.topics import classify
+from knowledge.topics import classify
 
 NOW = utcnow()
 

@@ -206,7 +206,9 @@ async def test_left_memory_returns_once_the_interaction_is_stored(
     assert await writer.left_memory("waited", timeout_s=0.01), "already gone: no wait"
 
 
-async def test_left_memory_gives_up_after_its_timeout(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+async def test_left_memory_gives_up_after_its_timeout(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
     idle = FeedbackWriter(sessions, tmp_path / "spool.sqlite3")  # not started: nothing leaves memory
     idle.record(_record("stuck"))
     assert not await idle.left_memory("stuck", timeout_s=0.05)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
 from service.gpu_smoke import adapter_slots
 from tests.service import fake_vllm
+from zantara.cli import app
 
 runner = CliRunner()
 

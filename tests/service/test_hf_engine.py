@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from service.engines.base import (
     AdapterInfo,
     InvalidRequestError,
@@ -21,7 +22,6 @@ from service.engines.batch import RunningBatch, Sequence, adapter_slices
 from service.engines.hf import HFEngine
 from service.engines.prefix_cache import PrefixCache
 from tests.service.helpers import GENERAL, QUESTION
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0)
 LONG_PROMPTS = ["Ceritakan tentang Indonesia.", "Apa itu KITAS investor?", "Apa tips menabung?"]

@@ -16,9 +16,9 @@ from feedback.ab import NewPair, ab_summary, queue_pairs
 from feedback.models import ABJudgment
 from feedback.reviewers import add_reviewer, revoke_reviewer
 from service.app import create_app
-from service.cli import app as cli
 from tests.conftest import admin_headers, running
 from tests.service.helpers import assert_error
+from zantara.cli import app as cli
 
 ADAPTER = "zantara-demo@v1"
 PLANTED = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'

@@ -22,10 +22,10 @@ from feedback.migrate import upgrade
 from feedback.models import Correction, Interaction
 from feedback.store import get_interaction
 from service.app import create_app
-from service.cli import app as cli_app
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, running
 from tests.service.helpers import assert_error, chat_body
+from zantara.cli import app as cli_app
 
 API_KEY = "kunci-rahasia-é-0123456789"
 """A configured key that is not ASCII: clients send it as UTF-8 bytes."""

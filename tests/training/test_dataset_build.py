@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Correction
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
+from knowledge.records import CATEGORIES, REGISTERS
 from training.dataset.build import DEFAULT_SEED, BuildError, BuildOptions, build
 from training.dataset.cli import app
 from training.dataset.generator import Generator
-from training.dataset.records import CATEGORIES, REGISTERS
 from training.dataset.similarity import content_words, normalize
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 SPLITS = ("train", "validation", "test")
 

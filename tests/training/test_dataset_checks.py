@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from knowledge.fact_check import FactChecker
+from knowledge.facts import load_facts
 from training.dataset.build import DEFAULT_FACTS
 from training.dataset.checks import Report, check_file
 from training.dataset.cli import app
-from training.dataset.fact_check import FactChecker
-from training.dataset.facts import load_facts
 
 FIXTURES = Path(__file__).parent / "dataset_fixtures"
 PLANTED = FIXTURES / "planted.jsonl"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from knowledge.errors import DatasetInputError
+from knowledge.pii import find_pii
 from training.dataset.cli import app
 from training.dataset.conversations import import_conversations
-from training.dataset.files import DatasetInputError
-from training.dataset.pii import find_pii
 
 ANSWER = (
     "KITAS investor diajukan lewat e-Visa Imigrasi dengan PT PMA Bapak sebagai penjamin. Dokumen utamanya "

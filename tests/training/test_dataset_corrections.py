@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Correction
+from knowledge.errors import DatasetInputError
 from training.dataset.cli import app
 from training.dataset.corrections import load_corrections_db, load_corrections_file
-from training.dataset.files import DatasetInputError
 
 RECORD = {
     "query": "Berapa modal PT PMA?",

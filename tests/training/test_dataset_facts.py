@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.errors import DatasetInputError
+from knowledge.facts import load_facts
+from knowledge.quantities import find_quantities
 from training.dataset.build import DEFAULT_FACTS
-from training.dataset.facts import load_facts
-from training.dataset.files import DatasetInputError
-from training.dataset.quantities import find_quantities
 
 
 def test_project_registry_loads_with_status_and_comparable_values() -> None:

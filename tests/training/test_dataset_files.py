@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
+from knowledge.records import Example, Pair, SchemaProblem, parse_record
 from training.dataset.files import DatasetInputError, atomic_dir, read_items, write_jsonl
-from training.dataset.records import Example, Pair, SchemaProblem, parse_record
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 
 def test_json_array_items_keep_the_line_where_each_record_starts(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.dataset.pii import find_names, find_pii, scrub
+from knowledge.pii import find_names, find_pii, scrub
 
 REPO = Path(__file__).resolve().parents[2]
 

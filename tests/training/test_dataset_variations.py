@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.quantities import find_quantities
+from knowledge.records import REGISTERS
+from knowledge.register import adapt_answer, answer_register_problem, question_register_problem
 from training.dataset.build import DEFAULT_SEED
 from training.dataset.generator import Generator
-from training.dataset.quantities import find_quantities
-from training.dataset.records import REGISTERS
-from training.dataset.register import adapt_answer, answer_register_problem, question_register_problem
 from training.dataset.seed_bank import SeedQuestion, load_seed_bank
 from training.dataset.similarity import normalize
 from training.dataset.synthetic import synthetic_pairs

@@ -22,11 +22,11 @@ import uvicorn
 from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
-from service.cli import app
 from tests.postgres import free_port
 from training.dataset.build import BuildOptions, build
 from training.dataset.generator import Generator
 from training.evaluation.data import load_eval_data
+from zantara.cli import app
 
 PLANTED = " Catatan: denda overstay Rp300.000 per hari."
 MODELS = ("base-model", "good@v1", "liar@v1", "forgetful@v1")

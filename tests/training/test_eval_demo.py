@@ -1,5 +1,5 @@
 """`zantara eval` on the real demo model: in process through the service's engine, and over HTTP
-against a running service (a real `python -m service serve` process)."""
+against a running service (a real `python -m zantara serve` process)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
 from tests.served import running_server
 from training.dataset.build import BuildOptions, build
 from training.dataset.generator import Generator
+from zantara.cli import app
 
 QUICK = ("--limit", "4", "--max-tokens", "24", "--bootstrap", "50", "--no-progress")
 

@@ -25,8 +25,6 @@ from feedback.models import Correction
 from feedback.records import InteractionRecord
 from feedback.review_queue import list_queue
 from feedback.store import rate_interaction, save_interactions
-from service.cli import app
-from service.eval_engine import EngineSource
 from service.settings import Settings
 from tests.postgres import free_port
 from tests.served import demo_env, running_server
@@ -36,6 +34,8 @@ from training.retrain import Pipeline, RetrainOutcome, retrain
 from training.retrain_config import STEPS, RetrainOptions
 from training.retrain_focus import write_focus_view
 from training.retrain_steps import default_name, gate_summary, pick_parent
+from zantara.cli import app
+from zantara.eval_engine import EngineSource
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "retrain-admin-token-0123456789"

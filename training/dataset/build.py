@@ -24,24 +24,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training.dataset.checks import Issue, check_records
+from knowledge.checklist import Issue
+from knowledge.corrections import DATABASE, overridable
+from knowledge.fact_check import FactChecker
+from knowledge.facts import load_facts
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
+from knowledge.records import CATEGORIES, REGISTERS, SOURCES, Example, Pair, parse_record
+from knowledge.register import detect_register
+from knowledge.topics import classify
+from training.dataset.checks import check_records
 from training.dataset.conversations import import_conversations
-from training.dataset.corrections import DATABASE, load_corrections_db, load_corrections_file, overridable
-from training.dataset.fact_check import FactChecker
-from training.dataset.facts import load_facts
+from training.dataset.corrections import load_corrections_db, load_corrections_file
 from training.dataset.files import DatasetInputError, atomic_dir, read_items, write_json, write_jsonl
 from training.dataset.generator import Generator
-from training.dataset.records import CATEGORIES, REGISTERS, SOURCES, Example, Pair, parse_record
-from training.dataset.register import detect_register
 from training.dataset.seed_bank import category_counts, load_seed_bank
 from training.dataset.similarity import normalize
 from training.dataset.split import SPLITS, SplitResult, leaks, split_pairs
 from training.dataset.synthetic import build_synthetic
-from training.dataset.topics import classify
 from training.dataset.validation import UNVALIDATED_FILE, apply_verdicts, load_verdicts
 from training.dataset.variations import build_seed_pairs
 from training.progress import training_progress
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"

@@ -13,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from knowledge.checklist import Issue
+from knowledge.fact_check import FactChecker
+from knowledge.facts import load_facts
 from training.dataset.build import DEFAULT_FACTS, DEFAULT_SEED, BuildError, BuildOptions, build
-from training.dataset.checks import Issue, Report, check_file
+from training.dataset.checks import Report, check_file
 from training.dataset.conversations import import_conversations
 from training.dataset.corrections import load_corrections_file, store_corrections
-from training.dataset.fact_check import FactChecker
-from training.dataset.facts import load_facts
 from training.dataset.files import DatasetInputError, write_jsonl
 from training.dataset.generator import EndpointClient, EndpointConfig, Generator, ModelGenerator
 from training.dataset.stats import dataset_stats, file_stats, render, source_stats

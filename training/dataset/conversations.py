@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowledge.pii import find_names, scrub
+from knowledge.records import Pair
+from knowledge.register import detect_register, words
+from knowledge.topics import classify
 from training.dataset.files import DatasetInputError, LineItem, read_items
-from training.dataset.pii import find_names, scrub
-from training.dataset.records import Pair
-from training.dataset.register import detect_register, words
-from training.dataset.topics import classify
 
 ENDINGS: tuple[str, ...] = ("resolved", "abandoned", "escalated")
 ROLES: dict[str, str] = {"user": "user", "customer": "user", "agent": "agent", "assistant": "agent"}

@@ -17,16 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-class DatasetInputError(Exception):
-    """Bad input: a file that cannot be read, a malformed line, a record that breaks the schema."""
-
-    def __init__(self, path: Path | str, line: int | None, message: str) -> None:
-        self.path = Path(path)
-        self.line = line
-        self.message = message
-        where = f"{self.path}:{line}" if line is not None else str(self.path)
-        super().__init__(f"{where}: {message}")
+from knowledge.errors import DatasetInputError
 
 
 @dataclass(frozen=True)

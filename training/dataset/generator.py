@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from training.dataset.pii import find_pii
-from training.dataset.register import question_register_problem
+from knowledge.pii import find_pii
+from knowledge.register import question_register_problem
 from training.dataset.rephrase import rephrase
 from training.dataset.similarity import content_words, normalize
 

@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
 
-from training.dataset.lexicon import CASUAL_SWAPS, CLOSERS, FORMAL_SWAPS, OPENERS
-from training.dataset.register import question_register_problem, signals, swap_words, words
+from knowledge.lexicon import CASUAL_SWAPS, CLOSERS, FORMAL_SWAPS, OPENERS
+from knowledge.register import question_register_problem, signals, swap_words, words
 from training.dataset.similarity import normalize
 
 SYNONYMS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowledge.records import CATEGORIES, REGISTERS
 from training.dataset.files import DatasetInputError, read_items
-from training.dataset.records import CATEGORIES, REGISTERS
 
 TEXT_FIELDS: tuple[str, ...] = ("id", "category", "register", "question", "golden_answer")
 

@@ -13,8 +13,8 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from training.dataset.lexicon import CLOSERS, LEGAL_REFERENCE_WORDS, OPENERS, STOPWORDS
-from training.dataset.register import words
+from knowledge.lexicon import CLOSERS, LEGAL_REFERENCE_WORDS, OPENERS, STOPWORDS
+from knowledge.register import words
 
 _TEMPLATE_WORDS = frozenset(
     word

@@ -14,7 +14,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from training.dataset.records import Pair
+from knowledge.records import Pair
 from training.dataset.similarity import content_words, normalize, similar_pairs
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

@@ -15,11 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from knowledge.facts import load_facts
+from knowledge.records import CATEGORIES, REGISTERS, Example, parse_record
+from knowledge.register import detect_register, words
 from training.dataset.build import DATA, DEFAULT_FACTS, DEFAULT_GENERAL, DEFAULT_SEED
-from training.dataset.facts import load_facts
 from training.dataset.files import DatasetInputError, read_items
-from training.dataset.records import CATEGORIES, REGISTERS, Example, parse_record
-from training.dataset.register import detect_register, words
 from training.dataset.seed_bank import category_counts, load_seed_bank
 
 BAR_WIDTH = 30

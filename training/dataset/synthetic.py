@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from knowledge.records import REGISTERS, Pair
 from training.dataset.generator import Generator
-from training.dataset.records import REGISTERS, Pair
 from training.dataset.seed_bank import SeedQuestion
 from training.dataset.variations import answer_in
 

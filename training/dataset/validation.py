@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from knowledge.records import Example, Pair, parse_record
 from training.dataset.files import DatasetInputError, read_items
-from training.dataset.records import Example, Pair, parse_record
 from training.dataset.split import SPLITS
 
 if TYPE_CHECKING:

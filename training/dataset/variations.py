@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from knowledge.records import REGISTERS, Pair
+from knowledge.register import adapt_answer
 from training.dataset.generator import Generator
-from training.dataset.records import REGISTERS, Pair
-from training.dataset.register import adapt_answer
 from training.dataset.rephrase import to_register
 from training.dataset.seed_bank import SeedQuestion
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from training.dataset.register import answer_register_problem, words
+from knowledge.register import answer_register_problem, words
 
 LOOP_DISTINCT_BIGRAMS = 0.5
 """An answer whose distinct word bigrams are under this share of its bigrams is stuck in a loop."""

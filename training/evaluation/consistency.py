@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
 
-from training.dataset.facts import Fact
-from training.dataset.quantities import find_quantities
+from knowledge.facts import Fact
+from knowledge.quantities import find_quantities
 from training.evaluation.data import EvalItem
 from training.evaluation.facts import FactCheck
 from training.evaluation.metrics import mean_interval

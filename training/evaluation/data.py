@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
+from knowledge.register import words
 from training.dataset.files import DatasetInputError, read_items
-from training.dataset.register import words
 from training.general_split import GENERAL_FILE, general_rows
-from training.prompts import ZANTARA_SYSTEM_PROMPT
 
 REPO = Path(__file__).resolve().parents[2]
 UNKNOWN_FILE = REPO / "data" / "eval" / "unknown.jsonl"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.dataset.fact_check import FactChecker, FactFinding
-from training.dataset.facts import Fact, load_facts
-from training.dataset.files import DatasetInputError
+from knowledge.errors import DatasetInputError
+from knowledge.fact_check import FactChecker, FactFinding
+from knowledge.facts import Fact, load_facts
 from training.evaluation.data import REPO, EvalInputError, EvalItem
 
 FACTS_FILE = REPO / "data" / "facts.yaml"

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from training.dataset.facts import Fact
-from training.dataset.quantities import Quantity, find_quantities
-from training.dataset.register import words
+from knowledge.facts import Fact
+from knowledge.quantities import Quantity, find_quantities
+from knowledge.register import words
 
 _SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?=[^\s.!?]))+[.!?]*")
 _ABBREVIATION = re.compile(r"\b(no|nomor|jl|kec|kab|kel|hlm|dll|dsb|dr|ir|tbk|ps)\.(?=\s)", re.IGNORECASE)

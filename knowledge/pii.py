@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from training.dataset.pii_words import FUNCTION_WORDS, ORDINARY_WORDS
+from knowledge.pii_words import FUNCTION_WORDS, ORDINARY_WORDS
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "[EMAIL]",

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from training.dataset.files import DatasetInputError
-from training.dataset.quantities import find_quantities
+from knowledge.errors import DatasetInputError
+from knowledge.quantities import find_quantities
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 STATUSES: tuple[str, ...] = ("verified", "needs_confirmation")

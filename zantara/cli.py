@@ -17,7 +17,6 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from service.adapters_cli import app as adapters_app
-from service.eval_engine import EngineSource, eval_command
 from service.gpu_smoke import gpu_smoke
 from service.reviewers_cli import app as reviewers_app
 from service.settings import Settings
@@ -25,6 +24,7 @@ from training.dataset.cli import app as dataset_app
 from training.evaluation.cli import EvalHooks
 from training.retrain_cli import build_retrain_command
 from training.train_cli import train
+from zantara.eval_engine import EngineSource, eval_command
 
 app = typer.Typer(
     help="ZANTARA: serving, canary routing, feedback and LoRA fine-tuning.", no_args_is_help=True
@@ -61,11 +61,14 @@ def serve(
     running requests and streams (up to ZANTARA_GRACEFUL_SHUTDOWN_S), then exits 0."""
     from service.app import create_app
     from service.shutdown import serve as serve_app
+    from zantara.demo import build_demo_models, needs_demo_models
 
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if needs_demo_models(settings):
+        build_demo_models(settings)
     token_source = "ZANTARA_ADMIN_TOKEN" if settings.admin_token else str(settings.var_dir / "admin-token")
     console.print(f"[bold]zantara[/] admin token: {token_source}; database: {masked_url(settings)}")
     serve_app(
@@ -110,7 +113,7 @@ def demo_model(
     var_dir: Annotated[Path | None, typer.Option(help="Default: ZANTARA_VAR_DIR (./var).")] = None,
 ) -> None:
     """Build the tiny demo base model and demo adapter (what `serve` does on first start)."""
-    from service.app import build_demo_models
+    from zantara.demo import build_demo_models
 
     settings = Settings(var_dir=var_dir) if var_dir else Settings()
     build_demo_models(settings)

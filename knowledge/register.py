@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from training.dataset.lexicon import (
+from knowledge.lexicon import (
     CASUAL_PARTICLES,
     CASUAL_SOFT,
     CASUAL_STRONG,

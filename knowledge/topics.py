@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from training.dataset.lexicon import TOPIC_TERMS
+from knowledge.lexicon import TOPIC_TERMS
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
     category: re.compile(

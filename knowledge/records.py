@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.prompts import ZANTARA_SYSTEM_PROMPT
+from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 
 CATEGORIES: tuple[str, ...] = ("immigration", "criminal_code", "company", "tax", "property", "multi_domain")
 REGISTERS: tuple[str, ...] = ("formal", "business", "casual")
