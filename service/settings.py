@@ -25,14 +25,22 @@ class Settings(BaseSettings):
         validate_by_name=True,  # fields read from several variables (aliases) are still set by name
     )
 
-    environment: Literal["development", "production"] = "development"
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses missing or short tokens and keys, and missing API keys unless "
+        "OPEN_ACCESS.",
+    )
     var_dir: Path = Field(Path("var"), description="Where the embedded defaults keep state.")
     database_url: str = Field(
         "", repr=False, description="SQLAlchemy URL; default: SQLite file under var_dir."
     )
     migrate_on_start: bool = Field(True, description="Run `alembic upgrade head` when the service starts.")
 
-    engine: Literal["hf", "vllm", "openai"] = "hf"
+    engine: Literal["hf", "vllm", "openai"] = Field(
+        "hf",
+        description="hf: transformers + PEFT in process; vllm: vLLM multi-LoRA in process; openai: a remote "
+        "OpenAI-compatible server (UPSTREAM_URLS).",
+    )
     base_model: str = Field(DEMO_BASE_MODEL, description="Hub id or path; the default builds the demo model.")
     served_model_alias: str = Field("zantara", description="The routed model name the backend chat sends.")
     models_dir: Path | None = Field(
@@ -41,10 +49,10 @@ class Settings(BaseSettings):
     adapters_dir: Path | None = Field(None, description="Adapters loaded at start: DIR/NAME/VERSION/.")
     build_demo_adapter: bool = Field(True, description="With the demo base, also build the demo adapter.")
     device: str = Field("auto", description="torch device for the hf engine: auto, cpu, cuda.")
-    max_batch_size: int = Field(32, ge=1, le=512)
+    max_batch_size: int = Field(32, ge=1, le=512, description="Requests one forward pass decodes together.")
     batch_window_s: float = Field(0.004, ge=0, le=1, description="Wait for companions of a lone request.")
-    default_max_tokens: int = Field(256, ge=1)
-    max_tokens_limit: int = Field(4096, ge=1)
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens of a request that sets none.")
+    max_tokens_limit: int = Field(4096, ge=1, description="The largest max_tokens accepted (422 beyond).")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get a 413.")
     max_messages: int = Field(256, ge=1, description="Messages per chat request.")
     max_message_chars: int = Field(65_536, ge=1, description="Characters per message (or text part).")
@@ -73,7 +81,9 @@ class Settings(BaseSettings):
         25, ge=0, description="On SIGTERM, how long running requests and streams may take to finish."
     )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads for the hf engine; 0: torch's default."
+        0,
+        ge=0,
+        description="torch intra-op threads for the hf engine; 0: half the cores on a CPU, torch's default on a GPU.",
     )
     prefix_cache_tokens: int = Field(
         4096,
@@ -113,7 +123,9 @@ class Settings(BaseSettings):
         "in the dead_letters table.",
     )
 
-    default_rollout_percentage: float = Field(20.0, ge=0, le=100)
+    default_rollout_percentage: float = Field(
+        20.0, ge=0, le=100, description="The canary share until ops first set one."
+    )
     rollout_cache_s: float = Field(2.0, ge=0, description="How long a replica trusts its cached rollout.")
     adapter_sync_s: float = Field(
         2.0, gt=0, le=300, description="How often a replica loads the rollout's new live/canary versions."
@@ -171,9 +183,9 @@ class Settings(BaseSettings):
         description="Fact registry the review queue checks corrected answers against.",
     )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Bind address of `zantara serve`.")
+    port: int = Field(8000, description="Port of `zantara serve`.")
+    log_level: str = Field("info", description="Log level of the service and uvicorn.")
 
     upstream_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
