@@ -30,7 +30,7 @@ from service.deps import StateDep
 from service.errors import APIError
 from service.protocol import ErrorResponse
 from service.review_auth import (
-    PACKAGE_DIR,
+    STATIC_DIR,
     ReviewerAPIDep,
     SignedIn,
     checked_form,
@@ -259,7 +259,7 @@ async def _page(
         "error": error,
         "limits": {"question": MAX_QUESTION, "answer": MAX_ANSWER, "reason": MAX_REASON},
     }
-    return render(request, "review_dataset.html", context, status_code=status)
+    return render(request, "review/review_dataset.html", context, status_code=status)
 
 
 @router.get("/dataset", response_class=HTMLResponse, include_in_schema=False)
@@ -316,5 +316,5 @@ async def dataset_asset(name: str) -> FileResponse:
     if name not in ASSETS:
         raise APIError(404, f"No static file {name!r}.", code="not_found")
     return FileResponse(
-        PACKAGE_DIR / "static" / name, media_type=ASSETS[name], headers={"X-Content-Type-Options": "nosniff"}
+        STATIC_DIR / name, media_type=ASSETS[name], headers={"X-Content-Type-Options": "nosniff"}
     )
