@@ -22,7 +22,7 @@
 # constraints file and installs this project under it: the project's own pins are loose on purpose
 # (pyproject.toml), so the constraints only stop pip from moving torch and friends.
 #
-# Why editable (-e) from /app: the demo model and the trainer read data/ and the migrations read
+# Why editable (-e) from /app: the demo model and the trainer read knowledge/data/ and the migrations read
 # migrations/versions/ beside the packages, so the source tree stays at /app (root-owned, read-only to
 # the service) and only /app/var is writable.
 #
@@ -53,7 +53,6 @@ COPY feedback ./feedback
 COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations
-COPY data ./data
 # vLLM's image installs into the system Python; keep everything it brought where it is.
 RUN python3 -m pip list --format=freeze > /tmp/vllm-constraints.txt \
     && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --constraint /tmp/vllm-constraints.txt -e /app \
@@ -116,7 +115,6 @@ COPY feedback ./feedback
 COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations
-COPY data ./data
 RUN pip install --constraint /opt/venv/constraints.txt -e "/app[train]" \
     && mkdir -p /app/var \
     && chown 10001:10001 /app/var
@@ -158,7 +156,6 @@ COPY feedback ./feedback
 COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations
-COPY data ./data
 RUN pip install --constraint /opt/venv/constraints.txt -e /app
 
 # ---------------------------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from server import REPO
-
+from knowledge.paths import GENERAL_FILE, SEED_FILE
 from service.engines.decoding import TextAssembler
 
 LENGTHS = (256, 1024, 4096)
@@ -83,10 +82,10 @@ def load_tokenizer(path: str | None) -> Any:
     from training.demo_tokenizer import build_tokenizer
 
     corpus: list[str] = []
-    for line in (REPO / "data" / "general" / "general.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in GENERAL_FILE.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         corpus += [record["question"], record["answer"]]
-    for line in (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in SEED_FILE.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         corpus += [record["question"], record["golden_answer"]]
     return build_tokenizer(corpus, vocab_size=4000)
@@ -122,10 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     tokenizer = load_tokenizer(args.tokenizer)
-    records = [
-        json.loads(line)
-        for line in (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    records = [json.loads(line) for line in SEED_FILE.read_text(encoding="utf-8").splitlines()]
     text = " ".join(r["golden_answer"] for r in records) + " Biaya ± Rp 10 juta — «selesai» ✓ 🙂 "
     print(f"{'tokens':>7} {'whole decode (ms)':>18} {'DecodeStream (ms)':>18} {'ratio old/new':>14}")
     for length in LENGTHS:

@@ -1,4 +1,4 @@
-"""The fact registry (`data/facts.yaml`): figures the answers must agree with.
+"""The fact registry (`knowledge/data/facts.yaml`): figures the answers must agree with.
 
 Each fact has a value and unit, the subjects it applies to (and, where a mix-up is likely, the ones it
 does not apply to, e.g. an ordinary PT's capital is not a PT PMA's), keywords that signal the fact in

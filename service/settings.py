@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from knowledge.paths import FACTS_FILE
+
 DEMO_BASE_MODEL = "zantara-demo-base"
 """Sentinel base-model name: the tiny demo model, built under `var_dir/models/` on first start."""
 
@@ -83,7 +85,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op threads for the hf engine; 0: half the cores on a CPU, torch's default on a GPU.",
+        description="torch intra-op threads for the hf engine; 0: half the cores on a CPU, torch's "
+        "default on a GPU.",
     )
     prefix_cache_tokens: int = Field(
         4096,
@@ -179,7 +182,7 @@ class Settings(BaseSettings):
         1, ge=1, le=10, description="Reviewers whose verdicts a dataset record needs before it is decided."
     )
     facts_path: Path = Field(
-        Path(__file__).resolve().parents[1] / "data" / "facts.yaml",
+        FACTS_FILE,
         description="Fact registry the review queue checks corrected answers against.",
     )
 

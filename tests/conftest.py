@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
 from feedback.migrate import upgrade
+from knowledge.paths import GENERAL_FILE, SEED_FILE
 from service.app import create_app
 from service.settings import Settings
 from tests.postgres import free_port, fresh_database, session_server
@@ -32,8 +33,8 @@ def _demo_fingerprint() -> str:
     sources = sorted((REPO / "training").glob("demo_*.py")) + sorted((REPO / "training").glob("progress.py"))
     sources += [
         REPO / "training" / "prompts.py",
-        REPO / "data" / "seed" / "questions.jsonl",
-        REPO / "data" / "general" / "general.jsonl",
+        SEED_FILE,
+        GENERAL_FILE,
     ]
     for path in sources:
         digest.update(path.name.encode())

@@ -177,7 +177,8 @@ def test_settings_page_rows(tmp_path: Path) -> None:
     assert "| `ZANTARA_ADMIN_TOKEN` | (generated) |" in table
     assert "| `ZANTARA_API_KEYS` | (none) |" in table
     assert "| `ZANTARA_CANARY_STEP_WEIGHTS` | `[]` |" in table
-    assert "| `ZANTARA_FACTS_PATH` | `data/facts.yaml` |" in table  # never this checkout's absolute path
+    # never this checkout's absolute path
+    assert "| `ZANTARA_FACTS_PATH` | `knowledge/data/facts.yaml` |" in table
 
     stale = tmp_path / "settings.md"
     shutil.copyfile(DOCS / "settings.md", stale)

@@ -8,11 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowledge.paths import GENERAL_FILE, SEED_FILE
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
-
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-GENERAL_FILE = DATA_DIR / "general" / "general.jsonl"
-SEED_FILE = DATA_DIR / "seed" / "questions.jsonl"
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a JSON-lines file, with an error naming the file when it is missing."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: the demo model and trainer read the project's data/ files"
+            f"{path} is missing: the demo model and trainer read the project's data (knowledge/data/)"
         )
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -110,7 +110,10 @@ def build_retrain_command(hooks: EvalHooks) -> Callable[..., None]:
             int | None, typer.Option(min=1, help="Evaluate on at most N questions per set (faster).")
         ] = None,
         gates: Annotated[
-            Path, typer.Option(help="Gates YAML (default data/eval/retrain_gates.yaml).", show_default=False)
+            Path,
+            typer.Option(
+                help="Gates YAML (default knowledge/data/eval/retrain_gates.yaml).", show_default=False
+            ),
         ] = RETRAIN_GATES,
         max_steps: Annotated[int | None, typer.Option(help="Stop training after N optimiser steps.")] = None,
         preset: Annotated[

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.evaluation.data import REPO
+from knowledge.paths import RETRAIN_GATES_FILE
 
 STEPS = ("parent", "collect", "dataset", "train", "evaluate", "register", "canary")
 EXIT_PROMOTED, EXIT_GATES_FAILED, EXIT_ERROR, EXIT_NOTHING_NEW = 0, 1, 2, 3
 FOCUS_PRESET = "balanced"
-RETRAIN_GATES = REPO / "data" / "eval" / "retrain_gates.yaml"
+RETRAIN_GATES = RETRAIN_GATES_FILE
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ class TrainConfig:
 
     Data:
         dataset: dataset directory from `zantara dataset build` (train/validation jsonl + manifest.json).
-        general_path: general-Indonesian Q/A mixed into training (`data/general/general.jsonl`).
+        general_path: general-Indonesian Q/A mixed into training (`knowledge/data/general/general.jsonl`).
         general_ratio: share of general chats in the training mix, 0.2 by default (0 turns mixing off).
         max_length: longest tokenized chat, 1024 tokens; longer ones are truncated.
 

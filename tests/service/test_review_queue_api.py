@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after, reject_corrections
 from feedback.reviewers import add_reviewer
 from feedback.store import rate_interaction, save_interactions
+from knowledge.paths import SEED_FILE
 from service.app import create_app
 from tests.conftest import running
 from tests.service.helpers import assert_error, chat_body, settled
@@ -173,7 +173,7 @@ async def test_a_correction_contradicting_a_verified_fact_is_refused_with_the_fa
     assert queue.corrections() == 1
 
 
-SEED = json.loads((Path(__file__).resolve().parents[2] / "data/seed/questions.jsonl").open().readline())
+SEED = json.loads(SEED_FILE.open().readline())
 FORMAL_QUESTION = SEED["variants"]["formal"][0]
 """A formally asked question of the seed bank, whose golden answer is written casually."""
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knowledge.errors import DatasetInputError
+from knowledge.paths import CONVERSATIONS_DIR
 from knowledge.pii import find_pii
 from training.dataset.cli import app
 from training.dataset.conversations import import_conversations
@@ -119,7 +120,7 @@ def test_bad_exports_name_the_line(tmp_path: Path, row: dict[str, Any], message:
 
 
 def test_sample_export_imports_without_personal_data() -> None:
-    pairs, rejected = import_conversations(Path("data/conversations/sample_export.jsonl"))
+    pairs, rejected = import_conversations(CONVERSATIONS_DIR / "sample_export.jsonl")
     assert pairs and rejected
     for pair in pairs:
         for text in (pair.question, pair.answer):

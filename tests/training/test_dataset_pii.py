@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.paths import SEED_FILE
 from knowledge.pii import find_names, find_pii, scrub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def test_ordinary_sentences_keep_their_words(text: str) -> None:
 
 def test_the_seed_bank_is_not_taken_for_personal_data() -> None:
     texts = []
-    for line in (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in SEED_FILE.read_text(encoding="utf-8").splitlines():
         item = json.loads(line)
         texts += [item["question"], item["golden_answer"]]
         texts += [variant for variants in item.get("variants", {}).values() for variant in variants]

@@ -74,7 +74,7 @@ def scripted_app(golden: dict[str, str]) -> FastAPI:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dataset built from the repository's data/ with the offline generator."""
+    """A dataset built from the project's data (knowledge/data/) with the offline generator."""
     out = tmp_path_factory.mktemp("baseline") / "dataset"
     build(BuildOptions(), Generator(), out, progress=False)
     return out

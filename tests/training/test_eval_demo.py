@@ -19,7 +19,7 @@ QUICK = ("--limit", "4", "--max-tokens", "24", "--bootstrap", "50", "--no-progre
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dataset built from the repository's data/ with the offline generator."""
+    """A dataset built from the project's data (knowledge/data/) with the offline generator."""
     out = tmp_path_factory.mktemp("eval-demo") / "dataset"
     build(BuildOptions(), Generator(), out, progress=False)
     return out

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.paths import GENERAL_FILE, SEED_FILE
 from training.evaluation.ab import pick_mix
 from training.evaluation.behaviour import declines, register_fits, repetitive
 from training.evaluation.consistency import consistency
-from training.evaluation.data import REPO, UNKNOWN_FILE, EvalInputError, EvalItem, general_holdout, spread
+from training.evaluation.data import UNKNOWN_FILE, EvalInputError, EvalItem, general_holdout, spread
 from training.evaluation.facts import RegistryCheck, error_records
 from training.evaluation.gates import evaluate_gates, load_gates
 from training.evaluation.metrics import corpus_scores, exact_match, mean_interval, normalize, ratio_interval
@@ -82,7 +83,7 @@ def test_the_unknown_set_references_decline_and_golden_domain_answers_do_not() -
     assert len(rows) >= 15
     assert all(declines(row["answer"]) for row in rows)
     assert not any(declines(row["question"]) for row in rows)
-    seeds = (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    seeds = SEED_FILE.read_text(encoding="utf-8").splitlines()
     assert not any(declines(json.loads(line)["golden_answer"]) for line in seeds)
     assert not declines("Tarif PPN adalah 11% sejak April 2022, dasarnya UU HPP.")
 
@@ -119,7 +120,7 @@ def test_spread_takes_questions_two_at_a_time_round_robin_over_seeds() -> None:
 def test_the_general_holdout_is_a_stable_fifth_of_the_general_set() -> None:
     first, second = general_holdout(), general_holdout()
     assert [row.id for row in first] == [row.id for row in second]
-    total = len((REPO / "data" / "general" / "general.jsonl").read_text(encoding="utf-8").splitlines())
+    total = len(GENERAL_FILE.read_text(encoding="utf-8").splitlines())
     assert 0.1 * total < len(first) < 0.3 * total
 
 
@@ -197,7 +198,7 @@ def test_a_bad_gates_file_is_bad_input(tmp_path: Path, text: str) -> None:
 def test_looping_answers_are_flagged_and_golden_answers_are_not() -> None:
     assert repetitive("Bisa, dan, dan, dan biar, dan biar, dan, dan, dan, dan Visa, dan, dan, dan, dan")
     assert not repetitive("Perlu. Kalau Anda menerima penghasilan di Indonesia, Anda punya kewajiban pajak.")
-    seeds = (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    seeds = SEED_FILE.read_text(encoding="utf-8").splitlines()
     assert not any(repetitive(json.loads(line)["golden_answer"]) for line in seeds)
 
 

@@ -25,6 +25,7 @@ from feedback.models import Correction
 from feedback.records import InteractionRecord
 from feedback.review_queue import list_queue
 from feedback.store import rate_interaction, save_interactions
+from knowledge.paths import SEED_FILE
 from service.settings import Settings
 from tests.postgres import free_port
 from tests.served import demo_env, running_server
@@ -37,7 +38,6 @@ from training.retrain_steps import default_name, gate_summary, pick_parent
 from zantara.cli import app
 from zantara.eval_engine import EngineSource
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "retrain-admin-token-0123456789"
 CORRECTIONS = [
     {
@@ -91,7 +91,7 @@ def small_seed_bank(path: Path, per_category: int = 2) -> Path:
     """The project's seed bank cut to `per_category` questions of each category."""
     kept: list[str] = []
     taken: dict[str, int] = {}
-    for line in (REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in SEED_FILE.read_text(encoding="utf-8").splitlines():
         category = json.loads(line)["category"]
         if taken.get(category, 0) < per_category:
             kept.append(line)
@@ -146,7 +146,7 @@ def plant_corrections(url: str) -> list[int]:
         return [row.id for row in rows]
 
 
-SEED = json.loads((REPO / "data" / "seed" / "questions.jsonl").read_text(encoding="utf-8").splitlines()[0])
+SEED = json.loads(SEED_FILE.read_text(encoding="utf-8").splitlines()[0])
 
 
 def plant_failing_correction(url: str) -> int:

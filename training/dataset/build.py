@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from knowledge.checklist import Issue
 from knowledge.corrections import DATABASE, overridable
 from knowledge.fact_check import FactChecker
 from knowledge.facts import load_facts
+from knowledge.paths import CONVERSATIONS_DIR, CORRECTIONS_DIR, DATA_DIR, FACTS_FILE, GENERAL_FILE, SEED_FILE
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from knowledge.records import CATEGORIES, REGISTERS, SOURCES, Example, Pair, parse_record
 from knowledge.register import detect_register
@@ -45,12 +47,12 @@ from training.dataset.validation import UNVALIDATED_FILE, apply_verdicts, load_v
 from training.dataset.variations import build_seed_pairs
 from training.progress import training_progress
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data"
-DEFAULT_SEED = DATA / "seed" / "questions.jsonl"
-DEFAULT_FACTS = DATA / "facts.yaml"
-DEFAULT_GENERAL = DATA / "general" / "general.jsonl"
-DEFAULT_DATASETS = REPO / "var" / "datasets"
+DEFAULT_SEED = SEED_FILE
+DEFAULT_FACTS = FACTS_FILE
+DEFAULT_GENERAL = GENERAL_FILE
+SHOWN_ROOT = DATA_DIR.parents[1]
+"""What a manifest's input paths are shown relative to: the folder holding the packages (the checkout, or
+site-packages), so the project's own files read `knowledge/data/...` either way."""
 PRECEDENCE: dict[str, int] = {
     "seed": 0,
     "variation": 1,
@@ -61,6 +63,12 @@ PRECEDENCE: dict[str, int] = {
 }
 SHOWN_ERRORS = 20
 """How many errors a build error's message lists one by one (`BuildError.issues` holds them all)."""
+
+
+def default_datasets_dir() -> Path:
+    """Where a build goes without `--out`: `datasets/` in the var folder (`ZANTARA_VAR_DIR`, else `./var`,
+    as the service's), never beside the code (an installed package's folder is not writable)."""
+    return Path(os.environ.get("ZANTARA_VAR_DIR") or "var") / "datasets"
 
 
 class BuildError(Exception):
@@ -83,10 +91,8 @@ class BuildOptions:
 
     seed_path: Path = DEFAULT_SEED
     facts_path: Path = DEFAULT_FACTS
-    corrections: list[Path] = field(default_factory=lambda: sorted((DATA / "corrections").glob("*.jsonl")))
-    conversations: list[Path] = field(
-        default_factory=lambda: sorted((DATA / "conversations").glob("*.jsonl"))
-    )
+    corrections: list[Path] = field(default_factory=lambda: sorted(CORRECTIONS_DIR.glob("*.jsonl")))
+    conversations: list[Path] = field(default_factory=lambda: sorted(CONVERSATIONS_DIR.glob("*.jsonl")))
     extra: list[Path] = field(default_factory=list)
     database_url: str | None = None
     include_unvalidated: bool = True
@@ -295,7 +301,7 @@ def build(
         "left_out_unvalidated": len(held),
     }
     manifest["corrections_left_out"] = [left.to_json() for left in left_out]
-    target = out or DEFAULT_DATASETS / manifest["version"]
+    target = out or default_datasets_dir() / manifest["version"]
     on_stage(f"writing {target}")
     with atomic_dir(target, replace=force or out is None) as folder:
         for name in SPLITS:
@@ -438,7 +444,7 @@ def _file_entry(path: Path, count: int | None = None) -> dict[str, Any]:
 
 def _display(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(REPO))
+        return str(path.resolve().relative_to(SHOWN_ROOT))
     except ValueError:
         return str(path)
 

@@ -35,13 +35,16 @@ EXIT_BAD_INPUT = 2
 
 @app.command("build")
 def build_command(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: var/datasets/<version>).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: datasets/<version> in ZANTARA_VAR_DIR, ./var)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     seed: Annotated[Path, typer.Option(help="Seed question bank (.jsonl).")] = DEFAULT_SEED,
     facts: Annotated[Path, typer.Option(help="Fact registry (.yaml).")] = DEFAULT_FACTS,
     corrections: Annotated[
         list[Path] | None,
-        typer.Option(help="Corrections file(s) (.jsonl/.json); default: data/corrections/*.jsonl."),
+        typer.Option(help="Corrections file(s) (.jsonl/.json); default: knowledge/data/corrections/*.jsonl."),
     ] = None,
     no_corrections: Annotated[bool, typer.Option(help="Leave correction files out.")] = False,
     database_url: Annotated[
@@ -66,7 +69,9 @@ def build_command(
     ] = 1,
     conversations: Annotated[
         list[Path] | None,
-        typer.Option(help="Chat-log export(s) to import (.jsonl/.csv); default: data/conversations/*.jsonl."),
+        typer.Option(
+            help="Chat-log export(s) to import (.jsonl/.csv); default: knowledge/data/conversations/*.jsonl."
+        ),
     ] = None,
     no_conversations: Annotated[bool, typer.Option(help="Leave chat-log exports out.")] = False,
     extra: Annotated[
@@ -170,7 +175,7 @@ def check_command(
 @app.command("stats")
 def stats_command(
     path: Annotated[
-        Path | None, typer.Argument(help="A built dataset folder or a record file; default: data/.")
+        Path | None, typer.Argument(help="A built dataset folder or a record file; default: knowledge/data/.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:

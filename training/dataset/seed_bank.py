@@ -1,4 +1,4 @@
-"""The seed question bank (`data/seed/questions.jsonl`): hard questions with golden answers.
+"""The seed question bank (`knowledge/data/seed/questions.jsonl`): hard questions with golden answers.
 
 One JSON object a line: `id`, `category`, `register`, `question`, `golden_answer`, `sources` (legal
 references), `facts` (registry ids the answer relies on) and `variants` (hand-written rephrasings,

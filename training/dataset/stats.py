@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from knowledge.facts import load_facts
+from knowledge.paths import CORRECTIONS_DIR
 from knowledge.records import CATEGORIES, REGISTERS, Example, parse_record
 from knowledge.register import detect_register, words
-from training.dataset.build import DATA, DEFAULT_FACTS, DEFAULT_GENERAL, DEFAULT_SEED
+from training.dataset.build import DEFAULT_FACTS, DEFAULT_GENERAL, DEFAULT_SEED
 from training.dataset.files import DatasetInputError, read_items
 from training.dataset.seed_bank import category_counts, load_seed_bank
 
@@ -32,9 +33,7 @@ def source_stats(
     facts = load_facts(facts_path)
     seeds = load_seed_bank(seed_path, {fact.id for fact in facts})
     general = read_items(general_path) if general_path.exists() else []
-    corrections = [
-        item for path in sorted((DATA / "corrections").glob("*.jsonl")) for item in read_items(path)
-    ]
+    corrections = [item for path in sorted(CORRECTIONS_DIR.glob("*.jsonl")) for item in read_items(path)]
     return {
         "seed_questions": len(seeds),
         "seed_categories": category_counts(seeds),

@@ -3,7 +3,7 @@
     zantara eval --dataset var/datasets/ds-... --adapter var/adapters/zantara/v3
     zantara eval --dataset DIR --endpoint http://gpu-host:8000/v1 --base BASE --adapter zantara@v3
     zantara eval --dataset DIR --adapter zantara@v4 --baseline zantara@v3 --corrections new.jsonl \
-        --gates data/eval/retrain_gates.yaml          # a retrain's candidate against its parent
+        --gates knowledge/data/eval/retrain_gates.yaml         # a retrain's candidate against its parent
 
 Exit code 0: every gate passed; 1: a gate failed; 2: bad input (unknown dataset, adapter, endpoint,
 gates file). The in-process path needs the serving engine, which lives in `service/` (training never

@@ -2,8 +2,8 @@
 
 Every question becomes an `EvalItem` with its golden answer and the labels the breakdowns use
 (category, register, seed, complexity). The general-Indonesian regression set is a fixed 20% of
-`data/general/general.jsonl` (chosen by a hash of each id, so it never moves when the file grows);
-the unknown set (`data/eval/unknown.jsonl`) holds questions the model must decline or ask about; the
+`knowledge/data/general/general.jsonl` (chosen by a hash of each id, so it never moves when the file grows);
+the unknown set (`knowledge/data/eval/unknown.jsonl`) holds questions the model must decline or ask about; the
 corrections set (optional, `{"question", "answer"}` lines) holds the questions reviewers corrected, with
 the corrected answers as golden answers.
 """
@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowledge.paths import UNKNOWN_FILE
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from knowledge.register import words
 from training.dataset.files import DatasetInputError, read_items
 from training.general_split import GENERAL_FILE, general_rows
 
-REPO = Path(__file__).resolve().parents[2]
-UNKNOWN_FILE = REPO / "data" / "eval" / "unknown.jsonl"
 SETS: tuple[str, ...] = ("test", "general", "unknown", "corrections")
 
 

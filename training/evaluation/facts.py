@@ -16,9 +16,8 @@ from typing import Any
 from knowledge.errors import DatasetInputError
 from knowledge.fact_check import FactChecker, FactFinding
 from knowledge.facts import Fact, load_facts
-from training.evaluation.data import REPO, EvalInputError, EvalItem
-
-FACTS_FILE = REPO / "data" / "facts.yaml"
+from knowledge.paths import FACTS_FILE
+from training.evaluation.data import EvalInputError, EvalItem
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class _CountingChecker(FactChecker):
 
 @dataclass
 class RegistryCheck:
-    """Checks answers against `data/facts.yaml` (load once, call `check` per answer)."""
+    """Checks answers against `knowledge/data/facts.yaml` (load once, call `check` per answer)."""
 
     path: Path = FACTS_FILE
     facts: list[Fact] = field(init=False)

@@ -1,5 +1,6 @@
 """Quality gates: each adapter against its base, or against a baseline adapter (the version serving now,
-for a retrain: `data/eval/retrain_gates.yaml`), from a YAML file (defaults in `data/eval/gates.yaml`).
+for a retrain: `knowledge/data/eval/retrain_gates.yaml`), from a YAML file (defaults in
+`knowledge/data/eval/gates.yaml`).
 
 Every gate reports `{"name", "variant", "value", "threshold", "status", "detail"}` with status
 pass, fail or skipped (and why: perplexity the endpoint cannot give, too few A/B judgments, a gate
@@ -15,11 +16,12 @@ from typing import Any
 
 import yaml
 
-from training.evaluation.data import REPO, EvalInputError
+from knowledge.paths import GATES_FILE, RETRAIN_GATES_FILE
+from training.evaluation.data import EvalInputError
 from training.evaluation.sources import BASE
 
-DEFAULT_GATES = REPO / "data" / "eval" / "gates.yaml"
-RETRAIN_GATES = REPO / "data" / "eval" / "retrain_gates.yaml"
+DEFAULT_GATES = GATES_FILE
+RETRAIN_GATES = RETRAIN_GATES_FILE
 ACCURACY_METRICS = ("chrf", "bleu", "exact_match", "fact_precision", "perplexity")
 LOWER_IS_BETTER = ("perplexity",)
 """Metrics whose improvement is a fall: their relative change counts the other way round."""
