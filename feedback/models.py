@@ -52,7 +52,6 @@ class Interaction(Base):
     ttft_s: Mapped[float | None] = mapped_column(Float)
     params: Mapped[dict[str, Any]]
     streamed: Mapped[bool] = mapped_column(Boolean, default=False)
-    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     key_hash: Mapped[str | None] = mapped_column(String(64))
     """Hash of the API key that received the answer (None when `/v1` is open): only it may rate."""
 

@@ -3,8 +3,9 @@ batch of ratings, sent together (one round trip).
 
 A batch of ratings first locks the rated interactions in id order (`LOCK_RATED`): writers rating the
 same answers at once (replicas) wait for each other instead of deadlocking. The second statement
-(`UPSERT_RATINGS`) reads the stars those answers had, inserts or replaces each rating and flags those
-under `REVIEW_THRESHOLD` for review. It must be a statement of its own: in READ COMMITTED a statement
+(`UPSERT_RATINGS`) reads the stars those answers had and inserts or replaces each rating (an answer is
+in review while its rating is under `REVIEW_THRESHOLD`: the review queue reads the ratings). It must
+be a statement of its own: in READ COMMITTED a statement
 sees the database as it was when the statement began, and a single statement that waited for another
 writer's lock would read the stars from before that writer's rating (measured: two "first" ratings of
 one answer in 720 concurrent writes). Both statements of a batch run in one transaction; the
@@ -28,7 +29,6 @@ import psycopg
 from sqlalchemy import Connection
 
 from feedback.records import (
-    REVIEW_THRESHOLD,
     InteractionRecord,
     RatedAnswer,
     RatingBatch,
@@ -39,8 +39,8 @@ from feedback.records import (
 _INTERACTION_COLUMNS = ", ".join(f.name for f in fields(InteractionRecord))
 
 INSERT_INTERACTIONS = f"""
-INSERT INTO interactions ({_INTERACTION_COLUMNS}, needs_review)
-SELECT {_INTERACTION_COLUMNS}, false FROM json_populate_recordset(NULL::interactions, %(rows)s::json)
+INSERT INTO interactions ({_INTERACTION_COLUMNS})
+SELECT {_INTERACTION_COLUMNS} FROM json_populate_recordset(NULL::interactions, %(rows)s::json)
 ON CONFLICT (id) DO NOTHING
 """
 """Inserts the interactions whose id is new (`rows`: a JSON list of `InteractionRecord.to_json`)."""
@@ -76,11 +76,6 @@ WITH batch AS ({_BATCH}), rated AS (
     SELECT * FROM chosen
     ON CONFLICT (interaction_id) DO UPDATE
     SET stars = excluded.stars, comment = excluded.comment, updated_at = excluded.updated_at
-), flagged AS (
-    UPDATE interactions SET needs_review = chosen.stars < {REVIEW_THRESHOLD} FROM chosen
-    WHERE interactions.id = ANY(ARRAY(SELECT interaction_id FROM chosen))
-        AND interactions.id = chosen.interaction_id
-        AND interactions.needs_review IS DISTINCT FROM (chosen.stars < {REVIEW_THRESHOLD})
 )
 SELECT rated.id, rated.variant, rated.adapter_name, rated.adapter_version, rated.target, previous.stars,
     rated.key_hash
@@ -89,8 +84,7 @@ FROM rated LEFT JOIN previous ON previous.interaction_id = rated.id
 """Applies the last rating per answer of `batch` that its key may send, after `LOCK_RATED` in the same
 transaction, and returns each rated interaction with its stars before and its owner. An answer that
 went to an API key (`key_hash`) takes only that key's rating: another key's is left out, as a rating of
-an unknown id is (`RatingWrite.may_rate`, the same rule). An interaction whose review flag already says
-the right thing is not rewritten (a rewrite updates every index of that wide row)."""
+an unknown id is (`RatingWrite.may_rate`, the same rule)."""
 
 
 def _interactions_parameters(records: Sequence[InteractionRecord]) -> dict[str, str]:

@@ -106,9 +106,13 @@ class StoredRating:
     comment: str | None
     variant: str
     replaced: int | None
-    needs_review: bool
     adapter: str = ""
     target: str = ""
+
+    @property
+    def needs_review(self) -> bool:
+        """Under `REVIEW_THRESHOLD` stars: the answer is in the review queue while this rating stands."""
+        return self.stars < REVIEW_THRESHOLD
 
 
 def adapter_key(name: str | None, version: str | None) -> str:
@@ -194,7 +198,6 @@ class RatingBatch:
                     write.comment,
                     answer.variant,
                     replaced,
-                    write.stars < REVIEW_THRESHOLD,
                     adapter_key(answer.adapter_name, answer.adapter_version),
                     answer.target or "",
                 )

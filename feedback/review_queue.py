@@ -219,7 +219,7 @@ def _lock(session: Session, interaction_id: str) -> None:
     locked = session.execute(
         update(Interaction)
         .where(Interaction.id == interaction_id)
-        .values(needs_review=Interaction.needs_review)
+        .values(variant=Interaction.variant)
         .execution_options(synchronize_session=False)
     )
     if locked.rowcount == 0:  # type: ignore[attr-defined]

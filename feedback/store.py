@@ -1,4 +1,5 @@
-"""Writes and reads of interactions and ratings.
+"""Writes of interactions, ratings and dead letters (the service's hot path; reads live beside their
+users: `feedback.review_queue`, `feedback.canary_stats`, ...).
 
 Every write commits before it returns, so a caller acknowledges only what is durably stored. The writes
 are idempotent so that a replay (from the local spool, after a crash between commit and clean-up) is
@@ -23,13 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from feedback import postgres_writes
 from feedback.models import DeadLetter, Interaction, Rating, utcnow
 from feedback.records import (
-    REVIEW_THRESHOLD,
     InteractionRecord,
     RatedAnswer,
     RatingBatch,
     RatingWrite,
     StoredRating,
-    UnknownInteractionError,
 )
 
 INTERACTIONS: Table = Interaction.__table__  # type: ignore[assignment]
@@ -59,13 +58,6 @@ _CHANGE_RATING = (
     .where(RATINGS.c.id == bindparam("rating_id"))
     .values(stars=bindparam("new_stars"), comment=bindparam("new_comment"), updated_at=bindparam("rated_at"))
 )
-_FLAG_REVIEW = (
-    update(INTERACTIONS)
-    .where(INTERACTIONS.c.id.in_(bindparam("rated", expanding=True)))
-    .values(needs_review=INTERACTIONS.c.id.in_(bindparam("low", expanding=True)))
-)
-"""Flags the interactions rated under `REVIEW_THRESHOLD` for review and clears the others: one
-statement, not one per interaction."""
 
 
 def insert_interactions(connection: Connection, records: Sequence[InteractionRecord]) -> None:
@@ -82,11 +74,6 @@ def save_interactions(sessions: sessionmaker[Session], records: Sequence[Interac
     """Store interactions (committed on return); ids already stored are left as they are."""
     with sessions.begin() as session:
         insert_interactions(session.connection(), records)
-
-
-def save_interaction(sessions: sessionmaker[Session], record: InteractionRecord) -> None:
-    """Store one interaction (committed on return; idempotent)."""
-    save_interactions(sessions, [record])
 
 
 def apply_ratings(
@@ -137,25 +124,12 @@ def _upsert_ratings_portable(connection: Connection, batch: RatingBatch) -> dict
         connection.execute(insert(RATINGS), new)
     if changed:
         connection.execute(_CHANGE_RATING, changed)
-    if chosen:
-        low = [key for key, row in chosen.items() if row.write.stars < REVIEW_THRESHOLD]
-        connection.execute(_FLAG_REVIEW, {"rated": list(chosen), "low": low})
     return {
         row.id: RatedAnswer(
             row.variant, row.adapter_name, row.adapter_version, row.target, row.stars, row.key_hash
         )
         for row in found
     }
-
-
-def rate_interaction(
-    sessions: sessionmaker[Session], *, interaction_id: str, stars: int, comment: str | None
-) -> StoredRating:
-    """Store or replace the rating of an interaction and flag it for review under 3 stars."""
-    (stored,) = apply_ratings(sessions, [RatingWrite(interaction_id, stars, comment)])
-    if stored is None:
-        raise UnknownInteractionError(interaction_id)
-    return stored
 
 
 @dataclass(frozen=True)
@@ -187,26 +161,3 @@ def count_dead_letters(sessions: sessionmaker[Session]) -> int:
     """How many refused writes `dead_letters` holds."""
     with sessions() as session:
         return session.scalar(select(func.count()).select_from(DEAD_LETTERS)) or 0
-
-
-def get_interaction(sessions: sessionmaker[Session], interaction_id: str) -> Interaction | None:
-    """One interaction with its rating, or None."""
-    with sessions() as session:
-        interaction = session.get(Interaction, interaction_id)
-        if interaction is not None:
-            _ = interaction.rating
-        return interaction
-
-
-def review_queue(sessions: sessionmaker[Session], limit: int = 100) -> list[Interaction]:
-    """Interactions flagged for review (rated under 3 stars), newest first."""
-    with sessions() as session:
-        rows = session.scalars(
-            select(Interaction)
-            .where(Interaction.needs_review.is_(True))
-            .order_by(Interaction.created_at.desc())
-            .limit(limit)
-        ).all()
-        for row in rows:
-            _ = row.rating
-        return list(rows)

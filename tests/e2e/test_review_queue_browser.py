@@ -22,7 +22,8 @@ from playwright.sync_api import Browser, expect
 from feedback.db import create_db_engine, make_session_factory
 from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after, reject_corrections
-from feedback.store import rate_interaction, save_interactions
+from feedback.store import save_interactions
+from tests.database import rate_interaction
 from tests.e2e.browser import (
     ADMIN,
     PLANTED,

@@ -28,8 +28,9 @@ from feedback.review_queue import (
     list_queue,
     reject_corrections,
 )
-from feedback.store import rate_interaction, save_interactions
+from feedback.store import save_interactions
 from knowledge.topics import classify
+from tests.database import rate_interaction
 
 NOW = utcnow()
 

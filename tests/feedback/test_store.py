@@ -7,9 +7,10 @@ from sqlalchemy import inspect, select
 
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import current_revision, upgrade
-from feedback.models import Interaction, Rating
+from feedback.models import Rating
 from feedback.records import InteractionRecord, UnknownInteractionError
-from feedback.store import rate_interaction, review_queue, save_interaction
+from feedback.review_queue import list_queue
+from tests.database import rate_interaction, save_interaction
 
 
 def _record(interaction_id: str, variant: str = "tuned") -> InteractionRecord:
@@ -64,10 +65,10 @@ def test_rating_is_stored_replaced_and_flags_review(sessions) -> None:  # type: 
     save_interaction(sessions, _record("b", "base"))
     first = rate_interaction(sessions, interaction_id="a", stars=2, comment="salah modal")
     assert first.replaced is None and first.needs_review and first.variant == "tuned"
-    assert [i.id for i in review_queue(sessions)] == ["a"]
+    assert [i.interaction_id for i in list_queue(sessions).items] == ["a"]
     again = rate_interaction(sessions, interaction_id="a", stars=5, comment=None)
     assert again.replaced == 2 and not again.needs_review
-    assert review_queue(sessions) == []
+    assert list_queue(sessions).items == []
     with sessions() as session:
         ratings = session.scalars(select(Rating)).all()
         assert [(r.interaction_id, r.stars, r.comment) for r in ratings] == [("a", 5, None)]
@@ -83,4 +84,3 @@ def test_unknown_interaction_and_bad_stars_change_nothing(sessions) -> None:  # 
             rate_interaction(sessions, interaction_id="a", stars=stars, comment=None)
     with sessions() as session:
         assert session.scalars(select(Rating.stars)).all() == [4]
-        assert session.get(Interaction, "a").needs_review is False  # type: ignore[union-attr]

@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from feedback.db import create_db_engine, make_session_factory
-from feedback.store import get_interaction, review_queue
+from feedback.review_queue import list_queue
+from tests.database import get_interaction
 from tests.service.helpers import assert_error, chat_body, row_counts
 
 
@@ -39,11 +40,11 @@ async def test_a_rating_is_stored_replaced_and_low_ones_go_to_review(
     assert stored.adapter_name == "zantara-demo" and stored.adapter_version == "v1"
     assert stored.user_hash and "siti" not in stored.user_hash
     assert stored.messages == [{"role": "user", "content": chat_body()["messages"][0]["content"]}]  # type: ignore[index]
-    assert [i.id for i in review_queue(sessions)] == [answer_id]
+    assert [i.interaction_id for i in list_queue(sessions).items] == [answer_id]
 
     second = await app_client.post("/v1/feedback", json={"response_id": answer_id, "rating": 5})
     assert second.json()["replaced_rating"] == 2 and second.json()["needs_review"] is False
-    assert review_queue(sessions) == []
+    assert list_queue(sessions).items == []
     assert row_counts(database_url) == (1, 1)
     engine.dispose()
 

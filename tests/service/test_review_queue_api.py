@@ -17,10 +17,11 @@ from feedback.models import Correction
 from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after, reject_corrections
 from feedback.reviewers import add_reviewer
-from feedback.store import rate_interaction, save_interactions
+from feedback.store import save_interactions
 from knowledge.paths import SEED_FILE
 from service.app import create_app
 from tests.conftest import running
+from tests.database import rate_interaction
 from tests.service.helpers import assert_error, chat_body, settled
 from tests.service.test_review_ab import PLANTED, bearer, csrf_of, sign_in
 

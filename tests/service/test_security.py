@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
 from feedback.models import Correction, Interaction
-from feedback.store import get_interaction
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, running
+from tests.database import get_interaction
 from tests.service.helpers import assert_error, chat_body
 from zantara.cli import app as cli_app
 

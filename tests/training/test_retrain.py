@@ -24,9 +24,10 @@ from feedback.migrate import upgrade
 from feedback.models import Correction
 from feedback.records import InteractionRecord
 from feedback.review_queue import list_queue
-from feedback.store import rate_interaction, save_interactions
+from feedback.store import save_interactions
 from knowledge.paths import SEED_FILE
 from service.settings import Settings
+from tests.database import rate_interaction
 from tests.postgres import free_port
 from tests.served import demo_env, running_server
 from training.evaluation.cli import EvalHooks
