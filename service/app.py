@@ -2,6 +2,10 @@
 
 The lifespan creates the database engine, metrics, rollout store and inference engine, then brings
 the model up in the background so `/healthz` answers at once and `/readyz` turns 200 when it serves.
+When the model cannot be brought up, `/readyz` answers 503 with a note and the app's start-up failure
+callback (`app.state.on_startup_failure`, set by `zantara serve`: see `service/shutdown.py`) is told
+why, so the served process stops and exits non-zero; an app without one (the tests' in-process apps)
+goes on answering 503.
 """
 
 from __future__ import annotations
@@ -42,14 +46,17 @@ from service.state import ServiceState, feedback_writer
 
 log = logging.getLogger(__name__)
 
+StartupFailed = Callable[[str], None]
+"""Called once the model could not be brought up, with why: the model and the error."""
+
 
 def _model_path(settings: Settings) -> str:
     return str(settings.demo_base_path.resolve()) if settings.uses_demo_model else settings.base_model
 
 
-async def bring_up(state: ServiceState) -> None:
+async def bring_up(state: ServiceState, on_failure: StartupFailed | None = None) -> None:
     """Load the model and adapters (the demo model is built before, by `zantara serve`); record how
-    long each part took."""
+    long each part took. A failure is logged, kept for `/readyz` and handed to `on_failure`."""
     settings, started = state.settings, time.perf_counter()
     try:
         await state.engine.start()
@@ -68,6 +75,8 @@ async def bring_up(state: ServiceState) -> None:
     except Exception as error:
         state.startup_error = f"{type(error).__name__}: {error}"
         log.exception("start-up failed")
+        if on_failure is not None:
+            on_failure(f"the model {_model_path(settings)} could not be brought up: {state.startup_error}")
 
 
 def freeze_startup_objects() -> None:
@@ -108,7 +117,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if (engine_metrics := getattr(state.engine, "metrics_collector", None)) is not None:
         metrics.registry.register(engine_metrics())  # an engine's own metrics (vLLM's) beside ours
     await state.feedback.start()
-    tasks = [asyncio.create_task(bring_up(state)), asyncio.create_task(keep_in_sync(state))]
+    on_failure: StartupFailed | None = getattr(app.state, "on_startup_failure", None)
+    tasks = [asyncio.create_task(bring_up(state, on_failure)), asyncio.create_task(keep_in_sync(state))]
     guardrail = start_guardrail(state)
     try:
         yield

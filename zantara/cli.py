@@ -58,8 +58,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default ZANTARA_PORT).")] = None,
 ) -> None:
     """Start the service on its settings (embedded defaults: demo model, SQLite under ./var); SIGTERM drains
-    running requests and streams (up to ZANTARA_GRACEFUL_SHUTDOWN_S), then exits 0."""
+    running requests and streams (up to ZANTARA_GRACEFUL_SHUTDOWN_S), then exits 0. Exits 3, saying why,
+    when the model cannot be loaded or the demo model cannot be built."""
     from service.app import create_app
+    from service.shutdown import exit_on_startup_failure
     from service.shutdown import serve as serve_app
     from zantara.demo import build_demo_models, needs_demo_models
 
@@ -68,7 +70,11 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if needs_demo_models(settings):
-        build_demo_models(settings)
+        try:
+            build_demo_models(settings)
+        except Exception as error:  # noqa: BLE001 - any failure to build it ends the start, with the reason
+            logging.getLogger(__name__).exception("could not build the demo model")
+            exit_on_startup_failure(f"the demo model could not be built: {type(error).__name__}: {error}")
     token_source = "ZANTARA_ADMIN_TOKEN" if settings.admin_token else str(settings.var_dir / "admin-token")
     console.print(f"[bold]zantara[/] admin token: {token_source}; database: {masked_url(settings)}")
     serve_app(
