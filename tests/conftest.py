@@ -15,6 +15,7 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
+from sse_starlette.sse import AppStatus
 
 from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
 from feedback.migrate import upgrade
@@ -40,6 +41,15 @@ def _demo_fingerprint() -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"missing")
     return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def streams_end_as_under_zantara_serve() -> None:
+    """`zantara serve` turns sse-starlette's own shutdown watch off (uvicorn's graceful shutdown drains
+    the streams); the tests' in-process servers do the same. Left on, that watch ends the streams of
+    every app in the test process once any in-process uvicorn server it finds is stopping (seen in CI:
+    a stream through the ASGI transport cut before its `[DONE]`)."""
+    AppStatus.disable_automatic_graceful_drain()
 
 
 @pytest.fixture(scope="session")
