@@ -67,6 +67,24 @@ class Rollout:
         )
         return f"{canary}, live {self.live_adapter or 'base model'}"
 
+    def audience(self, key: str) -> str | None:
+        """Whom this rollout sends to adapter `key`, in words; None when nobody (it may be unloaded)."""
+        if self.live_adapter == key:
+            return "every user outside the canary"
+        if self.adapter == key and self.percentage > 0:
+            return f"{self.percentage:g}% of users"
+        return None
+
+    def check_unload(self, key: str) -> None:
+        """An adapter that serves users stays loaded: raise `RolloutConflict` (`adapter_in_rollout`)
+        while this rollout sends anyone to `key`."""
+        audience = self.audience(key)
+        if audience is not None:
+            raise RolloutConflict(
+                f"{key} serves {audience}; roll back or switch the rollout to another adapter first.",
+                code="adapter_in_rollout",
+            )
+
 
 class RolloutConflict(Exception):
     """A change refused because the rollout it would replace is not what the change requires (the
@@ -83,6 +101,17 @@ class NoCanaryError(RolloutConflict):
     """Promotion asked for while no canary receives users."""
 
     code = "no_canary"
+
+
+def check_canary_loaded(percentage: float, wanted: str | None, loaded: str | None, held: list[str]) -> None:
+    """A canary that receives users must be an adapter this replica holds: raise `RolloutConflict`
+    (`adapter_not_loaded`) when `percentage` is above 0 and `loaded` (the key of `wanted` once loaded,
+    None when it could not be) is missing; `held` names the adapters loaded, for the message."""
+    if percentage > 0 and loaded is None:
+        hint = f"adapter {wanted!r} is not loaded and not registered" if wanted else "no adapter is set"
+        raise RolloutConflict(
+            f"Cannot send traffic to a canary: {hint}. Loaded: {held}.", code="adapter_not_loaded"
+        )
 
 
 Check = Callable[[Rollout], None]

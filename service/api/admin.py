@@ -14,7 +14,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from feedback.registry import AdapterEntry, get_version, list_versions
-from router.rollout import Check, Rollout, RolloutConflict, adapter_is, canary_is, not_live, rolls_back
+from router.rollout import (
+    Check,
+    Rollout,
+    RolloutConflict,
+    adapter_is,
+    canary_is,
+    check_canary_loaded,
+    not_live,
+    rolls_back,
+)
 from service.adapters import ensure_loaded, find_adapter, load_and_register
 from service.deps import ActorDep, StateDep, require_admin
 from service.engines.base import AdapterInfo, InvalidRequestError
@@ -172,14 +181,11 @@ async def set_rollout(body: RolloutChange, state: StateDep, who: ActorDep) -> Ro
     current = await run_in_threadpool(state.rollout.fresh)
     wanted = body.adapter or current.adapter
     adapter = await ensure_loaded(state, wanted) if wanted else None
-    if body.percentage > 0 and adapter is None:
-        hint = f"adapter {wanted!r} is not loaded and not registered" if wanted else "no adapter is set"
-        raise APIError(
-            409,
-            f"Cannot send traffic to a canary: {hint}. Loaded: {[a.key for a in state.engine.adapters()]}.",
-            code="adapter_not_loaded",
-            param="adapter",
-        )
+    held = [a.key for a in state.engine.adapters()]
+    try:
+        check_canary_loaded(body.percentage, wanted, adapter.key if adapter else None, held)
+    except RolloutConflict as conflict:
+        raise APIError(409, str(conflict), code=conflict.code, param="adapter") from None
     key = adapter.key if adapter else wanted
     expect = [not_live(key, body.percentage)]
     if body.adapter is None:
@@ -313,16 +319,9 @@ async def unload_adapter(
     adapter = find_adapter(state.engine, key)
     if adapter is None:
         raise APIError(404, f"Adapter {key!r} is not loaded.", code="adapter_not_loaded")
-    if (current.adapter == adapter.key and current.percentage > 0) or current.live_adapter == adapter.key:
-        share = (
-            "every user outside the canary"
-            if current.live_adapter == adapter.key
-            else f"{current.percentage}% of users"
-        )
-        raise APIError(
-            409,
-            f"{adapter.key} serves {share}; roll back or switch the rollout to another adapter first.",
-            code="adapter_in_rollout",
-        )
+    try:
+        current.check_unload(adapter.key)
+    except RolloutConflict as conflict:
+        raise APIError(409, str(conflict), code=conflict.code) from None
     await state.engine.unload_adapter(adapter.key)
     state.metrics.adapters_loaded.set(len(state.engine.adapters()))

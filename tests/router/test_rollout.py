@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from feedback.db import create_db_engine, make_session_factory
 from feedback.migrate import upgrade
-from router.rollout import RolloutStore
+from router.rollout import Rollout, RolloutConflict, RolloutStore, check_canary_loaded
 
 
 @pytest.fixture
@@ -227,3 +227,23 @@ def test_a_stale_expected_version_is_refused_inside_the_lock(registry_store) -> 
     _, promoted = store.promote(actor="ana", expect=[canary_is("z@v2")])
     assert promoted.live_adapter == "z@v2"
     assert [e.action for e in store.history()] == ["promote", "set", "set"]
+
+
+def test_an_adapter_that_serves_users_cannot_be_unloaded() -> None:
+    rollout = Rollout(percentage=20, adapter="z@v2", updated_at=None, updated_by="ops", live_adapter="z@v1")
+    for key, audience in (("z@v2", "20% of users"), ("z@v1", "every user outside the canary")):
+        with pytest.raises(RolloutConflict, match=audience) as refused:
+            rollout.check_unload(key)
+        assert refused.value.code == "adapter_in_rollout"
+    rollout.check_unload("z@v0")  # nobody's: may go
+    Rollout(percentage=0, adapter="z@v2", updated_at=None, updated_by="ops").check_unload("z@v2")
+
+
+def test_a_canary_with_users_must_be_loaded() -> None:
+    with pytest.raises(RolloutConflict, match="'z@v9' is not loaded") as refused:
+        check_canary_loaded(10, "z@v9", None, ["z@v1"])
+    assert refused.value.code == "adapter_not_loaded"
+    with pytest.raises(RolloutConflict, match="no adapter is set"):
+        check_canary_loaded(10, None, None, [])
+    check_canary_loaded(10, "z@v1", "z@v1", ["z@v1"])
+    check_canary_loaded(0, "z@v9", None, [])  # no users: nothing to serve
