@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,16 +45,23 @@ def demo_env(var_dir: Path, demo_dirs: tuple[Path, Path], database_url: str, **m
 
 
 @contextmanager
-def running_server(env: dict[str, str], *, timeout_s: float = 600) -> Iterator[Server]:
-    """Run the service with `env` (ZANTARA_* settings over this process's environment) on a free port
-    until the block ends; raise with the server's output when it exits or is not ready in time."""
+def running_server(
+    env: dict[str, str],
+    *,
+    timeout_s: float = 600,
+    command: Sequence[str] = (sys.executable, "-m", "zantara", "serve"),
+    cwd: Path = REPO,
+) -> Iterator[Server]:
+    """Run the service (`command`, from `cwd`) with `env` (ZANTARA_* settings over this process's
+    environment) on a free port until the block ends; raise with the server's output when it exits or is
+    not ready in time."""
     port = free_port()
     with tempfile.TemporaryFile("w+") as output:
         started = time.perf_counter()
         server = subprocess.Popen(
-            [sys.executable, "-m", "zantara", "serve"],
+            list(command),
             env={**os.environ, "ZANTARA_LOG_LEVEL": "warning", **env, "ZANTARA_PORT": str(port)},
-            cwd=REPO,
+            cwd=cwd,
             stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
