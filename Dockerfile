@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# zantara images: one file, five targets.
+# zantara images: one file, five targets (and the `wheel` stage they all install).
 #
 #   docker build --target gpu-serve -t REGISTRY/zantara:0.1.0-gpu-serve .  # GPU engine tier (vLLM in process)
 #   docker build --target gpu-train -t REGISTRY/zantara:0.1.0-gpu-train .  # weekly retrain (Unsloth QLoRA)
@@ -22,9 +22,11 @@
 # constraints file and installs this project under it: the project's own pins are loose on purpose
 # (pyproject.toml), so the constraints only stop pip from moving torch and friends.
 #
-# Why editable (-e) from /app: the demo model and the trainer read knowledge/data/ and the migrations read
-# migrations/versions/ beside the packages, so the source tree stays at /app (root-owned, read-only to
-# the service) and only /app/var is writable.
+# Why a wheel: every image installs the project's wheel, built once in the `wheel` stage, never the
+# source tree: the review pages' templates and static files, the project's data (knowledge/data/) and
+# the migrations are package data inside it (pyproject.toml), found beside the installed modules, so no
+# image carries a source folder and /app holds only the writable /app/var (tests/deploy/test_wheel.py
+# serves an installed wheel from outside the checkout).
 #
 # Every image: non-root user 10001 (numeric, so Kubernetes' runAsNonRoot can verify it), settings as
 # ZANTARA_* environment variables (service/settings.py) given at run time (no secret is baked in),
@@ -33,6 +35,26 @@
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.33.0
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------------
+# wheel: the project as one wheel in /wheels (code and package data); the targets below install it.
+# ---------------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS wheel
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY zantara ./zantara
+COPY service ./service
+COPY router ./router
+COPY feedback ./feedback
+COPY knowledge ./knowledge
+COPY training ./training
+COPY migrations ./migrations
+RUN pip wheel --no-deps --wheel-dir /wheels /src
 
 # ---------------------------------------------------------------------------------------------------
 # gpu-serve: vLLM's official image (Python, torch, CUDA and vLLM as vLLM ships them) + this project.
@@ -45,17 +67,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY zantara ./zantara
-COPY service ./service
-COPY router ./router
-COPY feedback ./feedback
-COPY knowledge ./knowledge
-COPY training ./training
-COPY migrations ./migrations
-# vLLM's image installs into the system Python; keep everything it brought where it is.
-RUN python3 -m pip list --format=freeze > /tmp/vllm-constraints.txt \
-    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --constraint /tmp/vllm-constraints.txt -e /app \
+# vLLM's image installs into the system Python; keep everything it brought where it is. The wheel is
+# mounted from its stage for the install only (no layer keeps it).
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    python3 -m pip list --format=freeze > /tmp/vllm-constraints.txt \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install \
+        --constraint /tmp/vllm-constraints.txt /wheels/zantara-*.whl \
     && rm /tmp/vllm-constraints.txt \
     && groupadd --gid 10001 zantara \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/zantara --shell /usr/sbin/nologin zantara \
@@ -107,15 +124,8 @@ RUN pip install "unsloth==${UNSLOTH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERS
     && pip list --format=freeze > /opt/venv/constraints.txt
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY zantara ./zantara
-COPY service ./service
-COPY router ./router
-COPY feedback ./feedback
-COPY knowledge ./knowledge
-COPY training ./training
-COPY migrations ./migrations
-RUN pip install --constraint /opt/venv/constraints.txt -e "/app[train]" \
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --constraint /opt/venv/constraints.txt "$(ls /wheels/zantara-*.whl)[train]" \
     && mkdir -p /app/var \
     && chown 10001:10001 /app/var
 
@@ -130,7 +140,7 @@ CMD ["retrain"]
 
 # ---------------------------------------------------------------------------------------------------
 # cpu-build: CPU torch (from the CPU index: pip's own choice would pull a multi-GB CUDA build) and the
-# project, in a virtual environment copied whole into the runtime stages below.
+# project's wheel, in a virtual environment copied whole into the runtime stages below.
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu-build
 
@@ -147,16 +157,8 @@ RUN python -m venv /opt/venv \
     && pip install "torch==${TORCH_CPU_VERSION}" --index-url https://download.pytorch.org/whl/cpu \
     && pip list --format=freeze > /opt/venv/constraints.txt
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY zantara ./zantara
-COPY service ./service
-COPY router ./router
-COPY feedback ./feedback
-COPY knowledge ./knowledge
-COPY training ./training
-COPY migrations ./migrations
-RUN pip install --constraint /opt/venv/constraints.txt -e /app
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --constraint /opt/venv/constraints.txt /wheels/zantara-*.whl
 
 # ---------------------------------------------------------------------------------------------------
 # cpu: the router tier, `zantara serve` with ZANTARA_ENGINE=openai in front of the GPU engine pods
@@ -172,10 +174,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --gid 10001 zantara \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/zantara --shell /usr/sbin/nologin zantara
 
-# Same base image and same paths as cpu-build, so the venv's interpreter link and the editable
-# install's pointers into /app stay valid.
+# Same base image and same path as cpu-build, so the venv's interpreter link stays valid; the project
+# is inside the venv (installed from the wheel), so nothing else is copied.
 COPY --from=cpu-build /opt/venv /opt/venv
-COPY --from=cpu-build /app /app
 RUN mkdir -p /app/var && chown 10001:10001 /app/var
 
 WORKDIR /app

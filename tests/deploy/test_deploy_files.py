@@ -40,8 +40,8 @@ BATCH_TARGETS = ("gpu-train", "migrate")
 PORT = "8000"
 
 # Read by the command line straight from the environment, not settings: the URL `zantara rollout` talks
-# to (zantara/cli.py) and the service `zantara retrain` asks to hot-load (training/retrain_cli.py).
-CLI_ONLY_VARIABLES = {"ZANTARA_URL": "zantara/cli.py", "ZANTARA_SERVICE_URL": "training/retrain_cli.py"}
+# to (zantara/cli.py) and the service `zantara retrain` asks to hot-load (training/retrain/cli.py).
+CLI_ONLY_VARIABLES = {"ZANTARA_URL": "zantara/cli.py", "ZANTARA_SERVICE_URL": "training/retrain/cli.py"}
 
 # Values whose content is passed through to Kubernetes or the environment as it stands: keys below them
 # in an override file are not looked up in values.yaml.
@@ -329,6 +329,46 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
         "find"
     ]["include"]:
         assert package.rstrip("*") in copied, f"the images lack the package {package}"
+
+
+def test_every_image_installs_the_wheel_never_the_source_tree() -> None:
+    """Only the `wheel` stage copies the source; every target's Python gets the project from that wheel
+    (package data inside: templates, static files, knowledge/data, migrations), never editable."""
+    stages = dockerfile_stages()
+    assert "wheel" in stages, "Dockerfile has no `FROM ... AS wheel` stage"
+    assert any(
+        ins == "RUN" and re.search(r"\bpip wheel\b.*--wheel-dir /wheels", args)
+        for ins, args in stages["wheel"].instructions
+    ), "the wheel stage builds no wheel into /wheels"
+    for stage in stages.values():
+        for instruction, args in stage.instructions:
+            if instruction in {"COPY", "ADD"} and "--from=" not in args:
+                assert stage.name == "wheel", (
+                    f"{stage.name}: {instruction} {args} (only the wheel stage takes the source)"
+                )
+            if instruction == "RUN":
+                assert not re.search(r"\bpip install\b.*(\s-e\s|--editable)", args), (
+                    f"{stage.name}: editable install"
+                )
+    for target in TARGETS:
+        chain = stage_chain(target)
+        copied_from = {
+            word.split("=", 1)[1].lower()
+            for stage in chain
+            for ins, args in stage.instructions
+            if ins == "COPY"
+            for word in args.split()
+            if word.startswith("--from=")
+        }
+        runs = [
+            args
+            for stage in [*chain, *(stages[name] for name in copied_from if name in stages)]
+            for ins, args in stage.instructions
+            if ins == "RUN"
+        ]
+        installs = [args for args in runs if re.search(r"\bpip install\b.*/wheels/zantara-\*\.whl", args)]
+        assert installs, f"target {target} does not install the wheel"
+        assert all("from=wheel" in args for args in installs), installs
 
 
 # --- environment variables: Dockerfile and chart ------------------------------------------------------
