@@ -26,9 +26,6 @@ import pytest
 
 from service.settings import DEMO_BASE_MODEL
 from tests.served import REPO, running_server
-from tests.service.helpers import chat_body
-from tests.service.test_review_ab import bearer, csrf_of
-from training.demo.model import DEMO_ADAPTER
 
 SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
 PACKAGES = tuple(name.rstrip("*") for name in SETUPTOOLS["packages"]["find"]["include"])
@@ -36,6 +33,7 @@ API_KEY = "sk-wheel-test-0123456789"
 REVIEW_PAGES = ("/review/queue", "/review/ab", "/review/dataset")
 STATIC = re.compile(r'(?:href|src)="(/review/[^"?#]+\.(?:css|js))"')
 """A page's own style sheets and scripts (the only ones its CSP allows)."""
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def working_tree_files() -> list[str]:
@@ -166,7 +164,15 @@ def test_the_installed_wheel_serves_reviews_and_builds_the_demo_model(
         running_server(env, timeout_s=180, command=[zantara, "serve"], cwd=elsewhere) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        chat = client.post("/v1/chat/completions", json=chat_body(), headers=bearer(API_KEY))
+        chat = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "zantara",
+                "messages": [{"role": "user", "content": "Apa itu NIB?"}],
+                "max_tokens": 16,
+            },
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
         assert chat.status_code == 200, chat.text
         assert isinstance(chat.json()["choices"][0]["message"]["content"], str)
 
@@ -181,9 +187,9 @@ def test_the_installed_wheel_serves_reviews_and_builds_the_demo_model(
         assert added.returncode == 0, added.stdout + added.stderr
         token = added.stdout.strip().splitlines()[-1]
         login = client.get("/review/login", params={"next": "/review/queue"})
-        assert login.status_code == 200
+        assert login.status_code == 200 and (csrf := CSRF.search(login.text)), login.text
         signed_in = client.post(
-            "/review/login", data={"token": token, "csrf_token": csrf_of(login.text), "next": "/review/queue"}
+            "/review/login", data={"token": token, "csrf_token": csrf.group(1), "next": "/review/queue"}
         )
         assert signed_in.status_code == 303, signed_in.text
 
@@ -214,5 +220,4 @@ def test_the_installed_wheel_serves_reviews_and_builds_the_demo_model(
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-4000:]
     assert (built / "models" / DEMO_BASE_MODEL / "config.json").is_file()
-    name, version = DEMO_ADAPTER
-    assert (built / "adapters" / name / version / "adapter_config.json").is_file()
+    assert list((built / "adapters").glob("*/*/adapter_config.json")), "no demo adapter was built"
