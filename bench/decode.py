@@ -79,7 +79,7 @@ def load_tokenizer(path: str | None) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path)
-    from training.demo_tokenizer import build_tokenizer
+    from training.demo.tokenizer import build_tokenizer
 
     corpus: list[str] = []
     for line in GENERAL_FILE.read_text(encoding="utf-8").splitlines():

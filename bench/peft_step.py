@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 from server import REPO  # noqa: F401 - puts the repository on sys.path
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from training.demo_model import LORA
+from training.demo.model import LORA
 
 SIZES = ((192, 512), (256, 688), (384, 1024))  # (hidden, intermediate); the demo model is the first
 MIXED = ["__base__"] * 8 + ["a1"] * 4 + ["a2"] * 4

@@ -72,7 +72,7 @@ class Served:
 def prepare_demo(root: Path) -> Served:
     """The demo model (built if missing), its adapter, and a second one: the demo adapter with B negated."""
     from service.settings import Settings
-    from training.demo_model import DEMO_ADAPTER
+    from training.demo.model import DEMO_ADAPTER
     from zantara.demo import build_demo_models
 
     settings = Settings(var_dir=root)
@@ -104,14 +104,14 @@ def prepare_llama_7m(root: Path) -> Served:
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from service.settings import Settings
-    from training.demo_model import LORA
+    from training.demo.model import LORA
 
     base, adapters = root / "llama-7m", root / "llama-7m-adapters"
     paths = (adapters / "a1" / "v1", adapters / "a2" / "v1")
     if not (paths[1] / "adapter_config.json").is_file():
         demo = Settings(var_dir=root).demo_base_path
         if not (demo / "tokenizer.json").is_file():
-            from training.demo_model import ensure_demo_base
+            from training.demo.model import ensure_demo_base
 
             ensure_demo_base(demo)
         tokenizer = AutoTokenizer.from_pretrained(demo)

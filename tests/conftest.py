@@ -23,7 +23,7 @@ from knowledge.paths import GENERAL_FILE, SEED_FILE
 from service.app import create_app
 from service.settings import Settings
 from tests.postgres import free_port, fresh_database, session_server
-from training.demo_model import DEMO_ADAPTER
+from training.demo.model import DEMO_ADAPTER
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def streams_end_as_under_zantara_serve() -> None:
 @pytest.fixture(scope="session")
 def demo_dirs() -> tuple[Path, Path]:
     """(models_dir, adapters_dir) holding the demo base model and demo adapter, built once and cached."""
-    from training.demo_model import ensure_demo_adapter, ensure_demo_base
+    from training.demo.model import ensure_demo_adapter, ensure_demo_base
 
     root = REPO / ".cache" / "demo-models" / _demo_fingerprint()
     models_dir, adapters_dir = root / "models", root / "adapters"

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from training.demo_data import GENERAL_FILE, read_jsonl
+from training.demo.data import GENERAL_FILE, read_jsonl
 
 GENERAL_HOLDOUT_SHARE = 0.2
 """Share of the general-Indonesian chats kept out of training for the regression set."""

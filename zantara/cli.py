@@ -22,8 +22,8 @@ from service.reviewers_cli import app as reviewers_app
 from service.settings import Settings
 from training.dataset.cli import app as dataset_app
 from training.evaluation.cli import EvalHooks
-from training.retrain_cli import build_retrain_command
-from training.train_cli import train
+from training.retrain.cli import build_retrain_command
+from training.train.cli import train
 from zantara.eval_engine import EngineSource, eval_command
 
 app = typer.Typer(

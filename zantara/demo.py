@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from service.settings import Settings
-from training.demo_model import DEMO_ADAPTER, ensure_demo_adapter, ensure_demo_base
+from training.demo.model import DEMO_ADAPTER, ensure_demo_adapter, ensure_demo_base
 
 
 def build_demo_models(settings: Settings) -> None:

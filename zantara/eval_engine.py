@@ -92,7 +92,7 @@ class EngineSource:
                 return self.base_model
             raise EvalInputError(f"base model {self.base_model!r} is neither a directory nor a hub id")
         if self.settings.uses_demo_model:
-            from training.demo_model import ensure_demo_base
+            from training.demo.model import ensure_demo_base
 
             return str(ensure_demo_base(self.settings.demo_base_path).resolve())
         return self.settings.base_model

@@ -12,8 +12,8 @@ import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from training.demo_data import chat, load_general, load_seed
-from training.demo_model import (
+from training.demo.data import chat, load_general, load_seed
+from training.demo.model import (
     GENERAL_STRIDE,
     answer_loss,
     ensure_demo_adapter,

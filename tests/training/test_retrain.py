@@ -32,10 +32,10 @@ from tests.postgres import free_port
 from tests.served import demo_env, running_server
 from training.evaluation.cli import EvalHooks
 from training.evaluation.gates import GATES
-from training.retrain import Pipeline, RetrainOutcome, retrain
-from training.retrain_config import STEPS, RetrainOptions
-from training.retrain_focus import write_focus_view
-from training.retrain_steps import default_name, gate_summary, pick_parent
+from training.retrain.config import STEPS, RetrainOptions
+from training.retrain.focus import write_focus_view
+from training.retrain.pipeline import Pipeline, RetrainOutcome, retrain
+from training.retrain.steps import default_name, gate_summary, pick_parent
 from zantara.cli import app
 from zantara.eval_engine import EngineSource
 
@@ -233,7 +233,7 @@ def entry(url: str, key: str) -> registry.AdapterEntry | None:
 @pytest.fixture
 def count_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every training the pipeline starts, by adapter version."""
-    from training import trainer
+    from training.train import trainer
 
     started: list[str] = []
     real = trainer.train
@@ -415,7 +415,7 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
     assert count_training == ["v2"]
 
     monkeypatch.undo()
-    monkeypatch.setattr("training.trainer.train", _refuse_training)
+    monkeypatch.setattr("training.train.trainer.train", _refuse_training)
     outcome = retrain(options, hooks())
     assert outcome.exit_code == 1, outcome.message
     assert outcome.adapter == "zantara-demo@v2"

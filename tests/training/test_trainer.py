@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import admin_headers, running
-from training.backends import BackendError, Environment, select_backend
-from training.demo_data import GENERAL_FILE, chat, load_seed, read_jsonl
-from training.demo_model import answer_loss, generate_answer
+from training.demo.data import GENERAL_FILE, chat, load_seed, read_jsonl
+from training.demo.model import answer_loss, generate_answer
 from training.evaluation.data import general_holdout
-from training.train_cli import train as train_command
-from training.train_config import PRESETS, load_config, model_scale, preset_for, read_parent
-from training.trainer import TrainResult, default_output_dir, mix_general, train
+from training.train.backends import BackendError, Environment, select_backend
+from training.train.cli import train as train_command
+from training.train.config import PRESETS, load_config, model_scale, preset_for, read_parent
+from training.train.trainer import TrainResult, default_output_dir, mix_general, train
 
 FAST: dict[str, Any] = {
     "max_length": 160,

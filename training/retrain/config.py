@@ -18,7 +18,7 @@ RETRAIN_GATES = RETRAIN_GATES_FILE
 class RetrainOptions:
     """One `zantara retrain` run (paths and URLs already resolved by the command line).
 
-    Continuing a parent trains on a focus view (`training.retrain_focus`): the new corrections
+    Continuing a parent trains on a focus view (`training.retrain.focus`): the new corrections
     `corrections_repeat` times, `replay_pairs` pairs replayed from the new dataset's train split, and
     `validation_pairs` of its validation split, with the `FOCUS_PRESET` unless `preset` is given (the
     view is small and must learn new answers in a few steps); `from_scratch` trains on the whole

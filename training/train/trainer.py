@@ -5,8 +5,8 @@ during training, early stopping keeps the best checkpoint, general Indonesian ch
 forgetting, and an interrupted run resumes from its last checkpoint. With `init_adapter` the run continues
 training an existing adapter (the parent) instead of a fresh LoRA. Example:
 
-    from training.train_config import load_config
-    from training.trainer import train
+    from training.train.config import load_config
+    from training.train.trainer import train
 
     result = train(load_config(dataset="var/datasets/v1", base_model="var/models/zantara-demo-base"))
     print(result.adapter_dir, result.metrics["eval_loss"])
@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.backends import Environment, load_model, select_backend
-from training.demo_data import GENERAL_FILE, chat, read_jsonl
+from training.demo.data import GENERAL_FILE, chat, read_jsonl
 from training.general_split import general_rows
-from training.train_config import ModelScale, ParentAdapter, TrainConfig, model_scale, read_parent
+from training.train.backends import Environment, load_model, select_backend
+from training.train.config import ModelScale, ParentAdapter, TrainConfig, model_scale, read_parent
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -60,7 +60,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
-    from training.train_callbacks import JsonlLogCallback, RichProgressCallback
+    from training.train.callbacks import JsonlLogCallback, RichProgressCallback
 
     started = time.perf_counter()
     manifest = json.loads((config.dataset / "manifest.json").read_text(encoding="utf-8"))

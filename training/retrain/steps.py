@@ -1,4 +1,4 @@
-"""The steps of `zantara retrain` (the driver, lock and resume logic are in `training.retrain`).
+"""The steps of `zantara retrain` (the driver, lock and resume logic are in `training.retrain.pipeline`).
 
 Each step first looks for its output (the parent and corrections recorded on the run, the dataset's
 `manifest.json`, the adapter's `zantara.json`, the eval report, the registry row, the rollout already on
@@ -28,7 +28,7 @@ from feedback.registry import AdapterEntry
 from feedback.retrain_runs import RunRecord
 from training.evaluation.cli import EvalHooks, EvalOptions
 from training.evaluation.sources import BASE
-from training.retrain_config import (
+from training.retrain.config import (
     EXIT_GATES_FAILED,
     EXIT_NOTHING_NEW,
     FOCUS_PRESET,
@@ -255,8 +255,8 @@ class Steps:
 
     def step_train(self) -> None:
         """Train the next version, from the parent adapter or from scratch (resuming its checkpoints)."""
-        from training.train_config import load_config
-        from training.trainer import train
+        from training.train.config import load_config
+        from training.train.trainer import train
 
         name = self.record.adapter_name
         version = self.record.adapter_version or self._next_version(name)
@@ -301,8 +301,8 @@ class Steps:
 
     def _training_dataset(self, *, continuing: bool) -> Path:
         """What the trainer reads: from scratch the whole dataset; continuing a parent, the focus view
-        (new corrections repeated, a replay sample; `training.retrain_focus`) in the run's folder."""
-        from training.retrain_focus import write_focus_view
+        (new corrections repeated, a replay sample; `training.retrain.focus`) in the run's folder."""
+        from training.retrain.focus import write_focus_view
 
         dataset = Path(self.details["dataset_dir"])
         if not continuing:
@@ -393,7 +393,7 @@ class Steps:
 
     def step_canary(self) -> None:
         """Ask the service to hot-load the version and start it as the canary; wait until it serves it."""
-        from training.retrain_service import CanaryClient, ServiceError
+        from training.retrain.service_client import CanaryClient, ServiceError
 
         key, options = self.details["adapter"], self.options
         if not options.admin_token:

@@ -69,12 +69,12 @@ def train(
     log_jsonl: Annotated[Path | None, typer.Option(help="Append metrics as JSON lines to this file.")] = None,
 ) -> None:
     """Train a LoRA adapter on a dataset version and write it with its `zantara.json` metadata."""
-    from training.backends import BackendError
-    from training.train_config import load_config
-    from training.trainer import train as run
+    from training.train.backends import BackendError
+    from training.train.config import load_config
+    from training.train.trainer import train as run
 
     if base_model is None:
-        from training.demo_model import ensure_demo_base
+        from training.demo.model import ensure_demo_base
 
         base_model = str(ensure_demo_base(DEMO_BASE))
     try:

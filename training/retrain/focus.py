@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from training.demo_data import chat, read_jsonl
+from training.demo.data import chat, read_jsonl
 
 FOCUS_SEED = 42
 SPLITS = ("train", "validation", "test")

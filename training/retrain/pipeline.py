@@ -11,7 +11,7 @@
 9. canary: the service hot-loads it and starts it as the canary (exit 0).
 
 Every step is logged, counted on one progress bar (training and evaluation show their own bars inside
-it) and recorded on the run's `retrain_runs` row; the steps themselves are in `training.retrain_steps`.
+it) and recorded on the run's `retrain_runs` row; the steps themselves are in `training.retrain.steps`.
 Example, as the service's CLI runs it:
 
     outcome = retrain(RetrainOptions(database_url=..., var_dir=..., adapters_dir=..., base_model=...), hooks)
@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from feedback import leases, retrain_runs
 from training.evaluation.cli import EvalHooks
 from training.progress import training_progress
-from training.retrain_config import EXIT_ERROR, EXIT_PROMOTED, STEPS, Finished, RetrainError, RetrainOptions
-from training.retrain_steps import Steps
+from training.retrain.config import EXIT_ERROR, EXIT_PROMOTED, STEPS, Finished, RetrainError, RetrainOptions
+from training.retrain.steps import Steps
 
 LEASE = "retrain"
 log = logging.getLogger("zantara.retrain")

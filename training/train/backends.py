@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from training.train_config import TrainConfig
+    from training.train.config import TrainConfig
 
 GPU_EXTRA = "pip install 'zantara[gpu]'"
 

@@ -27,8 +27,8 @@ from typing import Annotated
 import typer
 
 from training.evaluation.cli import EvalHooks
-from training.retrain import retrain
-from training.retrain_config import RETRAIN_GATES, RetrainOptions
+from training.retrain.config import RETRAIN_GATES, RetrainOptions
+from training.retrain.pipeline import retrain
 
 DEMO_BASE_MODEL = "zantara-demo-base"
 DEFAULT_SERVICE = "http://127.0.0.1:8000"
@@ -55,7 +55,7 @@ def resolve_base_model(base_model: str | None, var_dir: Path, env: Mapping[str, 
     `ZANTARA_MODELS_DIR` (default `VAR_DIR/models`), built there when missing. Directories are absolute."""
     chosen = base_model or env.get("ZANTARA_BASE_MODEL") or DEMO_BASE_MODEL
     if chosen == DEMO_BASE_MODEL:
-        from training.demo_model import ensure_demo_base
+        from training.demo.model import ensure_demo_base
 
         models = Path(env.get("ZANTARA_MODELS_DIR") or var_dir / "models")
         return str(ensure_demo_base(models / DEMO_BASE_MODEL, progress=progress).resolve())

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
-from training.demo_data import SEED_FILE, chat, file_hash, load_general, load_seed
-from training.demo_tokenizer import build_tokenizer
+from training.demo.data import SEED_FILE, chat, file_hash, load_general, load_seed
+from training.demo.tokenizer import build_tokenizer
 from training.progress import training_progress
 
 if TYPE_CHECKING:
