@@ -67,6 +67,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+def test_every_package_of_the_checkout_is_in_the_distribution() -> None:
+    """A new top-level package (a folder with `__init__.py`) must be named in pyproject.toml's
+    `packages.find`, or the wheel leaves it out; only the tests are not distributed."""
+    packages = {name.split("/", 1)[0] for name in working_tree_files() if name.count("/") == 1}
+    packages = {name for name in packages if (REPO / name / "__init__.py").is_file()}
+    assert packages - {"tests"} == set(PACKAGES), (
+        f"pyproject.toml distributes {PACKAGES}, the checkout has {packages}"
+    )
+
+
 def test_the_wheel_holds_every_file_of_the_packages_and_nothing_else(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {name for name in working_tree_files() if name.split("/", 1)[0] in PACKAGES}
