@@ -85,7 +85,7 @@ def desk_page(browser: Browser) -> Page:
 def add_reviewer(database_url: str, name: str) -> str:
     """`zantara reviewers add NAME` as an admin runs it; the token it prints."""
     done = subprocess.run(
-        [sys.executable, "-m", "service", "reviewers", "add", name, "--database-url", database_url],
+        [sys.executable, "-m", "zantara", "reviewers", "add", name, "--database-url", database_url],
         capture_output=True,
         text=True,
         check=True,

@@ -54,7 +54,7 @@ def served(
 def zantara(*args: str) -> str:
     """Run the `zantara` command as a user does; its standard output."""
     done = subprocess.run(
-        [sys.executable, "-m", "service", *args], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "zantara", *args], capture_output=True, text=True, check=True
     )
     return done.stdout
 

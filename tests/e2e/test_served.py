@@ -100,7 +100,7 @@ def test_openai_sdk_sees_errors_as_its_own_exceptions(served: str) -> None:
 def test_rollout_command_against_the_running_service(served: str) -> None:
     def zantara(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "service", "rollout", *args, "--url", served, "--token", ADMIN],
+            [sys.executable, "-m", "zantara", "rollout", *args, "--url", served, "--token", ADMIN],
             capture_output=True,
             text=True,
             timeout=60,
@@ -121,7 +121,7 @@ def test_rollout_command_against_the_running_service(served: str) -> None:
     refused = zantara("set", "50", "--adapter", "missing")
     assert refused.returncode == 1 and "not loaded" in refused.stdout
     wrong = subprocess.run(
-        [sys.executable, "-m", "service", "rollout", "get", "--url", served, "--token", "bad"],
+        [sys.executable, "-m", "zantara", "rollout", "get", "--url", served, "--token", "bad"],
         capture_output=True,
         text=True,
         timeout=60,
