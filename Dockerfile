@@ -51,6 +51,7 @@ COPY zantara ./zantara
 COPY service ./service
 COPY router ./router
 COPY feedback ./feedback
+COPY database ./database
 COPY knowledge ./knowledge
 COPY training ./training
 COPY migrations ./migrations

@@ -49,7 +49,7 @@ test-fast: install
 # ruff, formatting and mypy fail `make test` (and CI) too; the layer contract runs as a test.
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(BIN)/mypy zantara service router feedback training knowledge migrations bench tests docs
+	$(BIN)/mypy zantara service router feedback training database knowledge migrations bench tests docs
 
 bench: install
 	$(BIN)/python bench/startup.py

@@ -35,9 +35,9 @@ from server import running_server
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Rating
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Rating
 from feedback.records import InteractionRecord
 from feedback.store import save_interactions
 from tests.conftest import _demo_fingerprint

@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import ABAssignment, ABJudgment, ABPair, utcnow
+from database.models import ABAssignment, ABJudgment, ABPair, utcnow
 from feedback.text import storable_or_none
 
 CRITERIA = ("naturalness", "accuracy", "completeness")

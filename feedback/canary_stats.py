@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, String, and_, case, distinct, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from feedback.models import Interaction, Rating, RolloutEvent
+from database.models import Interaction, Rating, RolloutEvent
 
 STARS = (1, 2, 3, 4, 5)
 USER_RULE = (

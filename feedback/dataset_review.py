@@ -29,7 +29,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import DatasetRecord, DatasetReview, utcnow
+from database.models import DatasetRecord, DatasetReview, utcnow
 from feedback.text import storable
 
 ACTIONS: tuple[str, ...] = ("approve", "edit", "reject")

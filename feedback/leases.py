@@ -15,7 +15,7 @@ from sqlalchemy import case, delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import Lease, utcnow
+from database.models import Lease, utcnow
 
 
 def acquire(sessions: sessionmaker[Session], name: str, holder: str, ttl_s: float) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from feedback.models import utcnow
+from database.models import utcnow
 
 REVIEW_THRESHOLD = 3
 """Ratings under this many stars put the interaction in the review queue."""

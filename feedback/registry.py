@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from feedback.models import AdapterVersion
+from database.models import AdapterVersion
 
 STATUSES = ("candidate", "rejected", "canary", "live", "retired")
 

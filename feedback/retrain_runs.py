@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from feedback.models import RetrainRun, utcnow
+from database.models import RetrainRun, utcnow
 
 RUN_STATUSES = ("running", "promoted", "rejected", "failed", "nothing")
 

@@ -16,7 +16,7 @@ the reason and the rejected text until a reviewer corrects it again (or dismisse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
+from database.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
 from feedback.records import REVIEW_THRESHOLD
 from feedback.text import storable as _storable
+from knowledge.corrections import CorrectionRecord
 
 MAX_PAGE = 100
 """The most items one page of the queue holds."""
@@ -327,3 +328,31 @@ def reject_corrections(sessions: sessionmaker[Session], reasons: Mapping[int, st
         for row in rows:
             row.rejected_reason, row.rejected_at = _storable(reasons[row.id]), now
         return [row.id for row in rows]
+
+
+def import_corrections(
+    sessions: sessionmaker[Session], records: Sequence[CorrectionRecord], reviewer: str
+) -> int:
+    """Insert corrections read from a file (`zantara dataset corrections import`), leaving out those
+    whose query and correct answer are stored already (text made storable, as every correction is);
+    returns how many were inserted (committed)."""
+    with sessions.begin() as session:
+        existing = set(session.execute(select(Correction.query, Correction.correct_answer)).tuples())
+        added = 0
+        for record in records:
+            if (record.query, record.correct_answer) in existing:
+                continue
+            existing.add((record.query, record.correct_answer))
+            session.add(
+                Correction(
+                    query=_storable(record.query),
+                    model_answer_wrong=_storable(record.model_answer_wrong),
+                    correct_answer=_storable(record.correct_answer),
+                    why_wrong=_storable(record.why_wrong),
+                    lesson=_storable(record.lesson),
+                    category=record.category,
+                    reviewer=reviewer,
+                )
+            )
+            added += 1
+        return added

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import Reviewer, ReviewerSession, utcnow
+from database.models import Reviewer, ReviewerSession, utcnow
 
 TOKEN_PREFIX = "zrv_"
 """Reviewer tokens start with this, so a leaked one is recognisable in logs and secret scanners."""

@@ -21,8 +21,8 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, select, updat
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.models import DeadLetter, Interaction, Rating, utcnow
 from feedback import postgres_writes
-from feedback.models import DeadLetter, Interaction, Rating, utcnow
 from feedback.records import (
     InteractionRecord,
     RatedAnswer,

@@ -18,7 +18,7 @@
   it is queued, and dropped (logged and counted) if that interaction has not appeared in the database
   after `orphan_ttl_s` (another replica may still hold it in its own spool).
 - Text is stored as `feedback.text.storable` makes it (NUL and lone surrogates become U+FFFD).
-- A record the database refuses for its data (`feedback.db.RECORD_ERRORS`) is no outage: the batch it
+- A record the database refuses for its data (`database.engine.RECORD_ERRORS`) is no outage: the batch it
   came in is written again record by record, and each refused record is set aside in `dead_letters`
   (counted by `on_dead_letter`). A spooled entry is set aside after `max_tries` refused replays; the
   entries behind it replay in order meanwhile. Only other failures (connections) mean "database down".
@@ -38,9 +38,9 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.engine import DATABASE_ERRORS, DirectConnections, describe, is_record_error
 from feedback import postgres_writes
 from feedback.batching import GroupCommit
-from feedback.db import DATABASE_ERRORS, DirectConnections, describe, is_record_error
 from feedback.records import (
     REVIEW_THRESHOLD,
     InteractionRecord,

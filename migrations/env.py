@@ -1,9 +1,9 @@
-"""Alembic environment: runs migrations against the URL set by `feedback.migrate`."""
+"""Alembic environment: runs migrations against the URL set by `database.migrate`."""
 
 from alembic import context
 
-from feedback.db import create_db_engine
-from feedback.models import Base
+from database.engine import create_db_engine
+from database.models import Base
 
 target_metadata = Base.metadata
 

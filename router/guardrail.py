@@ -38,8 +38,8 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.models import utcnow
 from feedback.canary_stats import USER_RULE, ArmStats, CanaryStats, canary_period, collect
-from feedback.models import utcnow
 from router.rollout import Rollout, RolloutConflict, RolloutStore, unchanged
 
 Result = Literal["pass", "fail", "waiting"]

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import RolloutEvent, RolloutState, utcnow
+from database.models import RolloutEvent, RolloutState, utcnow
 from feedback.registry import get_version, set_status
 
 STATE_ID = 1

@@ -20,8 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from feedback.db import create_db_engine, direct_connections, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import create_db_engine, direct_connections, make_session_factory
+from database.migrate import upgrade
 from router.rollout import RolloutStore
 from service.adapters import discover_adapters, keep_in_sync, load_and_register, start_rollout
 from service.api import (

@@ -31,8 +31,8 @@ DatabaseOption = Annotated[str | None, typer.Option(help="Default: ZANTARA_DATAB
 @contextmanager
 def database_sessions(database_url: str | None) -> Iterator[sessionmaker[Session]]:
     """Sessions on `database_url` (default: the service's), its schema brought up to date first."""
-    from feedback.db import create_db_engine, make_session_factory
-    from feedback.migrate import upgrade
+    from database.engine import create_db_engine, make_session_factory
+    from database.migrate import upgrade
 
     url = database_url or Settings().resolved_database_url
     upgrade(url)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine as DatabaseEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import DirectConnections
+from database.engine import DirectConnections
 from feedback.writer import FeedbackWriter
 from router.rollout import Rollout, RolloutStore
 from service.engines.base import Engine

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from sse_starlette.sse import AppStatus
 
-from feedback.db import DirectConnections, create_db_engine, direct_connections, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import DirectConnections, create_db_engine, direct_connections, make_session_factory
+from database.migrate import upgrade
 from knowledge.paths import GENERAL_FILE, SEED_FILE
 from service.app import create_app
 from service.settings import Settings

@@ -97,7 +97,7 @@ def db_upgrade(
     database_url: Annotated[str | None, typer.Option(help="Default: ZANTARA_DATABASE_URL.")] = None,
 ) -> None:
     """Apply the Alembic migrations (idempotent)."""
-    from feedback.migrate import current_revision, upgrade
+    from database.migrate import current_revision, upgrade
 
     url = database_url or Settings().resolved_database_url
     upgrade(url, revision)
@@ -109,7 +109,7 @@ def db_current(
     database_url: Annotated[str | None, typer.Option(help="Default: ZANTARA_DATABASE_URL.")] = None,
 ) -> None:
     """Print the schema revision of the database."""
-    from feedback.migrate import current_revision
+    from database.migrate import current_revision
 
     console.print(current_revision(database_url or Settings().resolved_database_url) or "empty")
 

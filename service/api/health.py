@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from feedback.db import ping
+from database.engine import ping
 from feedback.store import count_dead_letters
 from service.deps import StateDep
 from service.errors import error_response

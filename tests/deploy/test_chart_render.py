@@ -1,8 +1,8 @@
-"""The Helm chart rendered (tests/deploy/render.py, the Go-template subset the chart uses) for each
-tested values variant, every object validated against the Kubernetes OpenAPI schemas
-(kubernetes-validate, strict: unknown fields fail), values checked against values.schema.json, and
-the wiring between the objects checked: selectors, Services, the router's upstream, the retrain job's
-volume and exit codes, the dashboard and rules ConfigMaps."""
+"""The Helm chart linted (`helm lint --strict`) and rendered by real Helm v4 (tests/deploy/render.py,
+through helm-python-sdk) for each tested values variant, every object validated against the
+Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields fail), values checked against
+values.schema.json by Helm, and the wiring between the objects checked: selectors, Services, the
+router's upstream, the retrain job's volume and exit codes, the dashboard and rules ConfigMaps."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ import pytest
 import yaml
 
 from service.settings import Settings
-from tests.deploy.render import Rendered, RenderFail, TemplateError, chart_values, render_chart
+from tests.deploy.render import (
+    Rendered,
+    RenderFail,
+    ValuesRejected,
+    chart_values,
+    lint_chart,
+    render_chart,
+    validate_values,
+)
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "zantara"
 VARIANTS = sorted(p.name for p in (CHART / "ci").glob("*.yaml"))
@@ -105,12 +113,41 @@ def test_every_object_is_valid_kubernetes(name: str) -> None:
                 pytest.fail(f"{name}: {manifest['kind']} {manifest['metadata']['name']} ({version}): {error}")
 
 
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("name", VARIANTS)
+def test_helm_lint_strict_finds_nothing(name: str, version: str) -> None:
+    """`helm lint --strict -f ci/NAME --kube-version VERSION`: no error, no warning (information such
+    as "icon is recommended" aside)."""
+    report = lint_chart(CHART, variant(name), kube_version=version)
+    assert report["total_charts_linted"] == 1
+    assert not report["errors"], report
+    assert [m for m in report["messages"] if m["severity"] != 1] == [], report
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_values_match_the_schema(name: str) -> None:
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    jsonschema.Draft7Validator.check_schema(schema)
-    jsonschema.validate(chart_values(CHART), schema)
-    jsonschema.validate(chart_values(CHART, variant(name)), schema)
+    jsonschema.Draft7Validator.check_schema(json.loads((CHART / "values.schema.json").read_text()))
+    validate_values(CHART)
+    validate_values(CHART, variant(name))
+
+
+WRONG_TYPES: dict[str, dict[str, Any]] = {
+    "/router/replicaCount": {"router": {"replicaCount": "2"}},
+    "/engine/strategy/type": {"engine": {"strategy": {"type": 1}}},
+}
+
+
+@pytest.mark.parametrize("path", sorted(WRONG_TYPES))
+def test_helm_rejects_a_value_of_the_wrong_type(path: str) -> None:
+    """Helm's own validation against values.schema.json, as `helm template`, `helm install` and
+    `helm lint` run it."""
+    values = (variant("router-values.yaml"), WRONG_TYPES[path])
+    with pytest.raises(ValuesRejected, match=f"at '{path}': got (string|number), want"):
+        validate_values(CHART, *values)
+    with pytest.raises(ValuesRejected, match=f"at '{path}'"):
+        render_chart(CHART, *values)
+    report = lint_chart(CHART, *values)
+    assert any(m["severity"] == 3 and path in m["error"] for m in report["messages"]), report
 
 
 def test_every_schema_property_is_a_value_and_back() -> None:
@@ -134,12 +171,12 @@ UNSAFE: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("case", sorted(UNSAFE))
 def test_unsafe_volume_combinations_are_refused_by_schema_and_templates(case: str) -> None:
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    values = chart_values(CHART, variant("default-values.yaml"), UNSAFE[case])
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(values, schema)
+    values = (variant("default-values.yaml"), UNSAFE[case])
+    with pytest.raises(ValuesRejected):
+        render_chart(CHART, *values)
+    # without the schema (`--skip-schema-validation`) the templates refuse it themselves
     with pytest.raises(RenderFail, match="ReadWriteOnce"):
-        render_chart(CHART, variant("default-values.yaml"), UNSAFE[case])
+        render_chart(CHART, *values, schema=False)
 
 
 def test_without_a_database_the_chart_refuses_to_render() -> None:
@@ -147,9 +184,16 @@ def test_without_a_database_the_chart_refuses_to_render() -> None:
         render_chart(CHART)
 
 
-def test_the_renderer_is_strict_where_helm_is() -> None:
-    with pytest.raises(TemplateError, match="incompatible types"):
-        render_chart(CHART, variant("default-values.yaml"), {"engine": {"strategy": {"type": 1}}})
+def test_overrides_merge_like_repeated_values_files() -> None:
+    """Maps deep-merge, a list replaces, a null deletes the chart's default."""
+    values = chart_values(
+        CHART,
+        variant("default-values.yaml"),
+        {"engine": {"strategy": {"rollingUpdate": None}}, "secrets": {"apiKeys": ["other-key-0123456789"]}},
+    )
+    assert values["engine"]["strategy"] == {"type": "RollingUpdate"}
+    assert values["secrets"]["apiKeys"] == ["other-key-0123456789"]
+    assert values["secrets"]["databaseUrl"] == variant("default-values.yaml")["secrets"]["databaseUrl"]
     rwo = rendered("rwo-values.yaml")
     deployment = next(m for m in rwo.manifests if m["kind"] == "Deployment")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from database.engine import create_db_engine, make_session_factory
 from feedback.dataset_review import record_key, verdicts
-from feedback.db import create_db_engine, make_session_factory
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from tests.e2e.browser import (
     PLANTED,

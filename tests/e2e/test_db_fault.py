@@ -24,9 +24,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from feedback.db import create_db_engine
-from feedback.migrate import upgrade
-from feedback.models import Interaction, Rating
+from database.engine import create_db_engine
+from database.migrate import upgrade
+from database.models import Interaction, Rating
 from tests.pg_control import ControlledPostgres, controlled_postgres
 from tests.served import demo_env, running_server
 

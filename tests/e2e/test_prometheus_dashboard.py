@@ -28,8 +28,8 @@ import httpx
 import pytest
 import yaml
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
 from feedback.registry import record_version
 from tests.postgres import free_port
 from tests.served import demo_env, running_server

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from feedback.db import create_db_engine, make_session_factory
+from database.engine import create_db_engine, make_session_factory
 from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after, reject_corrections
 from feedback.store import save_interactions

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from feedback.db import create_db_engine, make_session_factory
+from database.engine import create_db_engine, make_session_factory
 from service.adapters import register_adapter
 from service.engines.base import AdapterInfo
 from service.settings import DEMO_BASE_MODEL

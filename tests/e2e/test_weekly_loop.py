@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
 from feedback.reviewers import add_reviewer
 from tests.postgres import fresh_database
 from tests.served import REPO, demo_env, running_server

@@ -11,6 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import ABJudgment
 from feedback.ab import (
     AlreadyJudgedError,
     NewPair,
@@ -21,9 +24,6 @@ from feedback.ab import (
     queue_pairs,
     submit_judgment,
 )
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import ABJudgment
 from feedback.reviewers import add_reviewer
 
 ADAPTER = "zantara-demo@v1"
@@ -177,8 +177,8 @@ def test_migration_matches_the_models_and_downgrades(database_url: str) -> None:
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from feedback.migrate import alembic_config, current_revision
-    from feedback.models import Base
+    from database.migrate import alembic_config, current_revision
+    from database.models import Base
 
     upgrade(database_url)
     engine = create_db_engine(database_url)

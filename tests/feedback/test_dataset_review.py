@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.models import DatasetRecord
 from feedback.dataset_review import (
     AlreadyReviewedError,
     UnknownRecordError,
@@ -23,7 +24,6 @@ from feedback.dataset_review import (
     summary,
     verdicts,
 )
-from feedback.models import DatasetRecord
 from feedback.reviewers import add_reviewer
 
 

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import create_db_engine, make_session_factory
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Lease, utcnow
 from feedback.leases import acquire, release
-from feedback.migrate import upgrade
-from feedback.models import Lease, utcnow
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Correction, ReviewDismissal, utcnow
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Correction, ReviewDismissal, utcnow
 from feedback.records import InteractionRecord
 from feedback.review_queue import (
     NotInQueueError,

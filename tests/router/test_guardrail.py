@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Interaction, Rating, utcnow
 from feedback.canary_stats import ArmStats, CanaryStats
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Interaction, Rating, utcnow
 from feedback.registry import get_version, record_version
 from router.guardrail import (
     GuardrailConfig,

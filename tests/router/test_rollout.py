@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import event
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
 from router.rollout import Rollout, RolloutConflict, RolloutStore, check_canary_loaded
 
 

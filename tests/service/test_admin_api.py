@@ -155,7 +155,7 @@ async def test_a_stale_expected_version_is_a_conflict(app_client: httpx.AsyncCli
 async def test_a_rollout_change_reads_the_rollout_not_the_cache(settings_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
     """Another replica promotes the canary; this replica still caches it as the canary at 20%: a PUT
     of a new share must not bring the promoted version back as a canary."""
-    from feedback.db import create_db_engine, make_session_factory
+    from database.engine import create_db_engine, make_session_factory
     from router.rollout import RolloutStore
     from service.app import create_app
     from tests.conftest import running

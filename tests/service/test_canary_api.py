@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
 from feedback.registry import record_version
 from service.app import create_app
 from tests.conftest import admin_headers, running

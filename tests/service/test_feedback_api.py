@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from feedback.db import create_db_engine, make_session_factory
+from database.engine import create_db_engine, make_session_factory
 from feedback.review_queue import list_queue
 from tests.database import get_interaction
 from tests.service.helpers import assert_error, chat_body, row_counts

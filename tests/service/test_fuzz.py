@@ -32,8 +32,8 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err
 from schemathesis.generation import GenerationMode
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
 from feedback.reviewers import add_reviewer
 from tests.postgres import fresh_database
 from tests.served import demo_env, running_server

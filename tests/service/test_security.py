@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Correction, Interaction
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Correction, Interaction
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, running

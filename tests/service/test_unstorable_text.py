@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.models import DeadLetter, Interaction, Rating
+from database.engine import create_db_engine, make_session_factory
+from database.models import DeadLetter, Interaction, Rating
 from feedback.text import storable, storable_json
 from service.app import create_app
 from service.engines.decoding import TextAssembler

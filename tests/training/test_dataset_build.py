@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Correction
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Correction
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
 from knowledge.records import CATEGORIES, REGISTERS
 from training.dataset.build import DEFAULT_SEED, BuildError, BuildOptions, build

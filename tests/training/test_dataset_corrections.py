@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Correction
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Correction
 from knowledge.errors import DatasetInputError
 from training.dataset.cli import app
 from training.dataset.corrections import load_corrections_db, load_corrections_file

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
 from feedback.dataset_review import record_key, review, verdicts
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
 from feedback.reviewers import add_reviewer
 from training.dataset.build import DEFAULT_SEED, BuildOptions, build
 from training.dataset.cli import app

@@ -18,10 +18,10 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import upgrade
+from database.models import Correction
 from feedback import registry, retrain_runs
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import upgrade
-from feedback.models import Correction
 from feedback.records import InteractionRecord
 from feedback.review_queue import list_queue
 from feedback.store import save_interactions

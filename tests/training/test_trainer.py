@@ -392,7 +392,7 @@ def test_cli_trains_merges_and_registers(seed_dataset: Path, demo_base: Path, tm
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
-    from feedback.models import AdapterVersion, Base
+    from database.models import AdapterVersion, Base
 
     database_url = f"sqlite:///{tmp_path / 'zantara.db'}"
     engine = create_engine(database_url)
@@ -423,7 +423,7 @@ def test_cli_continues_the_parent_adapter_and_registers_its_lineage(
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
-    from feedback.models import AdapterVersion, Base
+    from database.models import AdapterVersion, Base
 
     monkeypatch.setenv("USER", "ayu")
     database_url = f"sqlite:///{tmp_path / 'zantara.db'}"

@@ -207,8 +207,8 @@ def submit_command(
     ],
 ) -> None:
     """Send the dataset's unvalidated pairs to the review page (/review/dataset); known ones are skipped."""
+    from database.engine import create_db_engine, make_session_factory
     from feedback.dataset_review import submit_records
-    from feedback.db import create_db_engine, make_session_factory
 
     try:
         version, pairs = unvalidated_records(dataset)

@@ -13,8 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from knowledge.corrections import DATABASE, CorrectionRecord
 from knowledge.records import CATEGORIES
 from training.dataset.files import DatasetInputError, read_items
@@ -35,7 +33,7 @@ def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
     """Every correction stored by the feedback loop that no retrain rejected, oldest first, personal
     data scrubbed: reviewers copy real customer chats into them, and training data must not hold names
     or ID numbers."""
-    from feedback.db import create_db_engine, make_session_factory
+    from database.engine import create_db_engine, make_session_factory
     from feedback.review_queue import corrections_after
 
     engine = create_db_engine(database_url)
@@ -58,35 +56,14 @@ def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
 
 
 def store_corrections(database_url: str, records: list[CorrectionRecord], reviewer: str) -> int:
-    """Insert the records not yet in the database (same query and correct answer); returns how many."""
-    from feedback.db import create_db_engine, make_session_factory
-    from feedback.models import Correction
+    """Insert the records not yet in the database (same query and correct answer); returns how many
+    (the review queue, owner of the corrections table, writes them)."""
+    from database.engine import create_db_engine, make_session_factory
+    from feedback.review_queue import import_corrections
 
     engine = create_db_engine(database_url)
     try:
-        with make_session_factory(engine)() as session, session.begin():
-            existing = {
-                (query, answer)
-                for query, answer in session.execute(select(Correction.query, Correction.correct_answer))
-            }
-            added = 0
-            for record in records:
-                if (record.query, record.correct_answer) in existing:
-                    continue
-                existing.add((record.query, record.correct_answer))
-                session.add(
-                    Correction(
-                        query=record.query,
-                        model_answer_wrong=record.model_answer_wrong,
-                        correct_answer=record.correct_answer,
-                        why_wrong=record.why_wrong,
-                        lesson=record.lesson,
-                        category=record.category,
-                        reviewer=reviewer,
-                    )
-                )
-                added += 1
-            return added
+        return import_corrections(make_session_factory(engine), records, reviewer)
     finally:
         engine.dispose()
 

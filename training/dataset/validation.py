@@ -40,8 +40,8 @@ class Reviewed:
 
 def load_verdicts(database_url: str, required_reviews: int) -> dict[str, Verdict]:
     """Every dataset record's verdict in the feedback database, by record id (see `record_key`)."""
+    from database.engine import create_db_engine, make_session_factory
     from feedback.dataset_review import verdicts
-    from feedback.db import create_db_engine, make_session_factory
 
     engine = create_db_engine(database_url)
     try:

@@ -87,8 +87,8 @@ def ab_summaries(database_url: str, variants: Sequence[Variant]) -> dict[str, di
 
 @contextmanager
 def _sessions(database_url: str) -> Iterator[Any]:
-    from feedback.db import create_db_engine, make_session_factory
-    from feedback.migrate import upgrade
+    from database.engine import create_db_engine, make_session_factory
+    from database.migrate import upgrade
 
     upgrade(database_url)
     engine = create_db_engine(database_url)

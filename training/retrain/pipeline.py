@@ -54,7 +54,7 @@ class RetrainOutcome:
 
 def retrain(options: RetrainOptions, hooks: EvalHooks) -> RetrainOutcome:
     """Run (or resume) the pipeline under the `retrain` lease; expected failures become exit codes."""
-    from feedback.db import create_db_engine, make_session_factory
+    from database.engine import create_db_engine, make_session_factory
 
     engine = create_db_engine(options.database_url)
     sessions = make_session_factory(engine)

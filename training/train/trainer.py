@@ -142,7 +142,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
 
 def register(database_url: str, meta: dict[str, Any], adapter_dir: Path) -> None:
     """Record the adapter described by `meta` (its `zantara.json`) in the registry as a candidate."""
-    from feedback.db import create_db_engine, make_session_factory
+    from database.engine import create_db_engine, make_session_factory
     from feedback.registry import record_version
 
     parent = meta.get("parent") or {}
