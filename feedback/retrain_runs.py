@@ -154,11 +154,6 @@ def finish_run(
     return _record(row)
 
 
-def get_run(session: Session, run_id: int) -> RunRecord | None:
-    """The run with this id, or None."""
-    row = session.get(RetrainRun, run_id)
-    return _record(row) if row is not None else None
-
 
 def list_runs(session: Session, limit: int = 20) -> list[RunRecord]:
     """The newest runs first."""
