@@ -17,17 +17,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import DirectConnections, create_db_engine, make_session_factory
-from feedback.models import DeadLetter, Interaction, Rating
+from database.engine import DirectConnections, create_db_engine, make_session_factory
+from database.models import DeadLetter, Interaction, Rating
 from feedback.records import InteractionRecord, RatingWrite
 from feedback.spool import Entry, Spool
 from feedback.writer import FeedbackWriter
 from service.app import create_app
 from service.state import ServiceState
 from tests.conftest import running
-from tests.feedback.test_store import _record
-from tests.service.helpers import chat_body, settled
-from tests.service.test_health_metrics import samples, total
+from tests.database import interaction_record
+from tests.service.helpers import chat_body, metric_samples, metric_total, settled
 
 
 def _id() -> str:
@@ -35,7 +34,7 @@ def _id() -> str:
 
 
 def _good() -> InteractionRecord:
-    return _record(_id())
+    return interaction_record(_id())
 
 
 def _refused(database_url: str) -> list[tuple[InteractionRecord, str | None]]:
@@ -77,11 +76,11 @@ async def test_a_refused_interaction_is_set_aside_and_the_rest_of_its_batch_writ
         rated = await client.post("/v1/feedback", json={"response_id": answer.json()["id"], "rating": 2})
         assert rated.status_code == 200 and rated.json()["status"] == "stored", rated.text
         ready = (await client.get("/readyz")).json()
-        got = samples((await client.get("/metrics")).text)
+        got = metric_samples((await client.get("/metrics")).text)
     assert ready["status"] == "ready" and ready["checks"]["database"] and writer.database_up, ready
     assert ready["dead_letters"] == len(refused), ready
-    assert total(got, "zantara_feedback_dead_letters_total", kind="interaction") == len(refused)
-    assert total(got, "zantara_database_up") == 1
+    assert metric_total(got, "zantara_feedback_dead_letters_total", kind="interaction") == len(refused)
+    assert metric_total(got, "zantara_database_up") == 1
     stored, dead = _database(database_url)
     assert set(stored) == {r.id for r in good} | {answer.json()["id"]}
     assert [(d.kind, d.key, d.sqlstate, d.source) for d in dead] == [
@@ -151,10 +150,10 @@ async def test_a_poison_entry_of_the_spool_is_set_aside_and_the_others_replay_in
     async with running(app) as client:
         await settled(client)
         ready = (await client.get("/readyz")).json()
-        got = samples((await client.get("/metrics")).text)
+        got = metric_samples((await client.get("/metrics")).text)
     assert ready["status"] == "ready" and ready["dead_letters"] == 3, ready
-    assert total(got, "zantara_feedback_dead_letters_total", kind="interaction") == 1
-    assert total(got, "zantara_feedback_dead_letters_total", kind="rating") == 2
+    assert metric_total(got, "zantara_feedback_dead_letters_total", kind="interaction") == 1
+    assert metric_total(got, "zantara_feedback_dead_letters_total", kind="rating") == 2
     stored, dead = _database(database_url)
     assert stored == {first.id: 5, raw.id: 3, later.id: 4}
     assert [(d.kind, d.key, d.sqlstate, d.source) for d in dead] == [

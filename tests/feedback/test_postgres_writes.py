@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.engine import DirectConnections
+from database.models import Interaction, Rating
 from feedback import postgres_writes
-from feedback.db import DirectConnections
-from feedback.models import Interaction, Rating
 from feedback.records import RatingWrite, StoredRating
 from feedback.review_queue import list_queue
 from feedback.store import apply_ratings, save_interactions
-from tests.feedback.test_store import _record
+from tests.database import interaction_record
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
@@ -52,10 +52,10 @@ def _held(sessions: sessionmaker[Session]) -> dict[str, tuple[int, bool]]:
 async def test_direct_and_sqlalchemy_paths_store_the_same(
     sessions: sessionmaker[Session], pg: DirectConnections
 ) -> None:
-    save_interactions(sessions, [_record("b", "base")])
+    save_interactions(sessions, [interaction_record("b", "base")])
     async with pg.connection() as connection:
         # "a" is known only to this replica: it comes with the batch
-        got = await postgres_writes.apply_ratings(connection, _batch(), [_record("a")])
+        got = await postgres_writes.apply_ratings(connection, _batch(), [interaction_record("a")])
     assert [(s.interaction_id, s.stars, s.replaced, s.needs_review) if s else None for s in got] == [
         ("a", 2, None, True),
         ("b", 4, None, False),
@@ -77,7 +77,7 @@ async def test_direct_and_sqlalchemy_paths_store_the_same(
 async def test_a_rating_never_rewrites_its_interaction_row(
     sessions: sessionmaker[Session], pg: DirectConnections
 ) -> None:
-    save_interactions(sessions, [_record("a"), _record("b")])
+    save_interactions(sessions, [interaction_record("a"), interaction_record("b")])
 
     def versions() -> dict[str, str]:
         with sessions() as session:
@@ -99,7 +99,7 @@ async def test_concurrent_writers_of_the_same_answers_keep_a_history_that_adds_u
     stored rating reports the stars it replaced; summed over every outcome, stars added minus stars
     replaced must equal what the database holds, and each answer must have been new exactly once."""
     answers = ["a", "b", "c"]
-    save_interactions(sessions, [_record(key) for key in answers])
+    save_interactions(sessions, [interaction_record(key) for key in answers])
     outcomes: list[StoredRating] = []
     rng = random.Random(7)
 

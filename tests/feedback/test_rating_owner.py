@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from database.engine import DirectConnections
+from database.models import Rating
 from feedback import postgres_writes
-from feedback.db import DirectConnections
-from feedback.models import Rating
 from feedback.records import RatingWrite, StoredRating, UnknownInteractionError
 from feedback.store import apply_ratings, save_interactions
 from feedback.writer import FeedbackWriter
-from tests.feedback.test_store import _record
+from tests.database import interaction_record
 
 OWNER, OTHER = "a" * 64, "b" * 64
 
@@ -51,7 +51,9 @@ def _held(sessions: sessionmaker[Session]) -> dict[str, int]:
 async def test_a_key_cannot_rate_another_keys_answer(
     sessions: sessionmaker[Session], direct: DirectConnections | None
 ) -> None:
-    save_interactions(sessions, [replace(_record("mine"), key_hash=OWNER), _record("open")])
+    save_interactions(
+        sessions, [replace(interaction_record("mine"), key_hash=OWNER), interaction_record("open")]
+    )
     if direct is None:
         got = apply_ratings(sessions, _writes())
     else:
@@ -68,7 +70,7 @@ async def test_the_owner_is_checked_when_the_interaction_comes_with_the_ratings(
     sessions: sessionmaker[Session], direct: DirectConnections | None
 ) -> None:
     """A replay (or a rating of an answer still in memory) brings the interaction along."""
-    records = [replace(_record("mine"), key_hash=OWNER), _record("open")]
+    records = [replace(interaction_record("mine"), key_hash=OWNER), interaction_record("open")]
     if direct is None:
         got = apply_ratings(sessions, _writes(), records)
     else:
@@ -83,7 +85,7 @@ async def test_an_answer_in_the_writers_buffer_takes_only_its_owners_rating(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3")  # not started: the answer stays buffered
-    writer.record(replace(_record("mine"), key_hash=OWNER))
+    writer.record(replace(interaction_record("mine"), key_hash=OWNER))
     with pytest.raises(UnknownInteractionError):
         await writer.rate(RatingWrite("mine", 1, None, key_hash=OTHER))
     with pytest.raises(UnknownInteractionError):

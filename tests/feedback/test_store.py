@@ -5,33 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, select
 
-from feedback.db import create_db_engine, make_session_factory
-from feedback.migrate import current_revision, upgrade
-from feedback.models import Rating
-from feedback.records import InteractionRecord, UnknownInteractionError
+from database.engine import create_db_engine, make_session_factory
+from database.migrate import current_revision, upgrade
+from database.models import Rating
+from feedback.records import UnknownInteractionError
 from feedback.review_queue import list_queue
-from tests.database import rate_interaction, save_interaction
-
-
-def _record(interaction_id: str, variant: str = "tuned") -> InteractionRecord:
-    return InteractionRecord(
-        id=interaction_id,
-        user_hash="h",
-        model_requested="zantara",
-        routed=True,
-        variant=variant,
-        adapter_name="zantara-demo" if variant == "tuned" else None,
-        adapter_version="v1" if variant == "tuned" else None,
-        messages=[{"role": "user", "content": "Berapa modal PT PMA?"}],
-        answer="Rp10 miliar",
-        finish_reason="stop",
-        prompt_tokens=12,
-        completion_tokens=4,
-        latency_s=0.5,
-        ttft_s=0.1,
-        params={"temperature": 0},
-        streamed=False,
-    )
+from tests.database import interaction_record, rate_interaction, save_interaction
 
 
 @pytest.fixture
@@ -61,8 +40,8 @@ def test_migrations_create_every_table_and_are_idempotent(database_url: str) -> 
 
 
 def test_rating_is_stored_replaced_and_flags_review(sessions) -> None:  # type: ignore[no-untyped-def]
-    save_interaction(sessions, _record("a"))
-    save_interaction(sessions, _record("b", "base"))
+    save_interaction(sessions, interaction_record("a"))
+    save_interaction(sessions, interaction_record("b", "base"))
     first = rate_interaction(sessions, interaction_id="a", stars=2, comment="salah modal")
     assert first.replaced is None and first.needs_review and first.variant == "tuned"
     assert [i.interaction_id for i in list_queue(sessions).items] == ["a"]
@@ -75,7 +54,7 @@ def test_rating_is_stored_replaced_and_flags_review(sessions) -> None:  # type: 
 
 
 def test_unknown_interaction_and_bad_stars_change_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
-    save_interaction(sessions, _record("a"))
+    save_interaction(sessions, interaction_record("a"))
     rate_interaction(sessions, interaction_id="a", stars=4, comment="ok")
     with pytest.raises(UnknownInteractionError):
         rate_interaction(sessions, interaction_id="nope", stars=1, comment=None)

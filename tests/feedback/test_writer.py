@@ -11,18 +11,18 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.db import DirectConnections, make_session_factory
-from feedback.models import Interaction, Rating
+from database.engine import DirectConnections, make_session_factory
+from database.models import Interaction, Rating
 from feedback.records import RatingWrite, StoredRating, UnknownInteractionError
 from feedback.spool import Entry, Spool
 from feedback.writer import FeedbackWriter
-from tests.feedback.test_store import _record
+from tests.database import UNREACHABLE_DATABASE_URL, interaction_record
 
 
 @pytest.fixture
 def unreachable() -> Iterator[sessionmaker[Session]]:
     """Sessions on a PostgreSQL port where nothing listens (port 1): every connection is refused."""
-    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/postgres?connect_timeout=2")
+    engine = create_engine(UNREACHABLE_DATABASE_URL)
     yield make_session_factory(engine)
     engine.dispose()
 
@@ -72,7 +72,7 @@ async def _drain(writer: FeedbackWriter) -> None:
 async def test_a_buffered_interaction_can_be_rated_at_once(
     writer: FeedbackWriter, sessions: sessionmaker[Session]
 ) -> None:
-    writer.record(_record("a"))
+    writer.record(interaction_record("a"))
     outcome = await writer.rate(RatingWrite("a", 2, "salah"))
     assert outcome.stored is not None and outcome.stored.variant == "tuned" and outcome.needs_review
     again = await writer.rate(RatingWrite("a", 4, None))
@@ -90,8 +90,8 @@ async def test_outage_spools_in_order_and_replays_once(
     counted = Counted()
     writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=0.05, on_rating=counted)
     await writer.start()
-    writer.record(_record("a"))
-    writer.record(_record("b", "base"))
+    writer.record(interaction_record("a"))
+    writer.record(interaction_record("b", "base"))
     first = await writer.rate(RatingWrite("a", 1, None))
     second = await writer.rate(RatingWrite("a", 5, "better"))
     third = await writer.rate(RatingWrite("b", 3, None))
@@ -124,8 +124,8 @@ async def test_spooled_writes_survive_a_restart(
     spool = tmp_path / "spool.sqlite3"
     down = FeedbackWriter(unreachable, spool, retry_s=0.05)
     await down.start()
-    down.record(_record("kept"))
-    down.record(_record("rated"))
+    down.record(interaction_record("kept"))
+    down.record(interaction_record("rated"))
     await down.rate(RatingWrite("rated", 2, None))
     await down.close(timeout_s=0.2)
 
@@ -140,7 +140,7 @@ async def test_spooled_writes_survive_a_restart(
 async def test_a_rating_waits_behind_an_earlier_spooled_one(
     writer: FeedbackWriter, sessions: sessionmaker[Session], unreachable: sessionmaker[Session]
 ) -> None:
-    writer.record(_record("a"))
+    writer.record(interaction_record("a"))
     await _drain(writer)
     good_bind = sessions.kw["bind"]
     sessions.configure(bind=unreachable.kw["bind"])
@@ -175,7 +175,7 @@ async def test_closing_flushes_the_buffer_to_the_database(
     writer = FeedbackWriter(sessions, tmp_path / "spool.sqlite3", retry_s=60, direct=direct)
     await writer.start()
     for name in ("x", "y", "z"):
-        writer.record(_record(name))
+        writer.record(interaction_record(name))
     await writer.close()
     assert _stored(sessions) == (["x", "y", "z"], {})
 
@@ -199,7 +199,7 @@ def test_the_spool_knows_which_answers_wait_across_a_restart(tmp_path: Path) -> 
 async def test_left_memory_returns_once_the_interaction_is_stored(
     writer: FeedbackWriter, sessions: sessionmaker[Session]
 ) -> None:
-    writer.record(_record("waited"))
+    writer.record(interaction_record("waited"))
     assert writer.buffered == 1
     assert await writer.left_memory("waited", timeout_s=10)
     assert _stored(sessions)[0] == ["waited"], "stored in the database when the wait ends"
@@ -210,5 +210,5 @@ async def test_left_memory_gives_up_after_its_timeout(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     idle = FeedbackWriter(sessions, tmp_path / "spool.sqlite3")  # not started: nothing leaves memory
-    idle.record(_record("stuck"))
+    idle.record(interaction_record("stuck"))
     assert not await idle.left_memory("stuck", timeout_s=0.05)

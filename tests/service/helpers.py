@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from feedback.db import create_db_engine
-from feedback.models import Interaction, Rating
+from database.engine import create_db_engine
+from database.models import Interaction, Rating
 
 DOMAIN_QUESTION = "Berapa modal minimum untuk mendirikan PT PMA?"
 QUESTION = [{"role": "user", "content": DOMAIN_QUESTION}]
 """A domain question as engine messages."""
 GENERAL = [{"role": "user", "content": "Bagaimana cara membuat nasi goreng yang enak?"}]
 """An everyday question as engine messages."""
+PLANTED_HTML = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
+"""Markup that changes the page title if a review page ever renders it unescaped."""
 
 
 def chat_body(content: str | list[dict[str, str]] = DOMAIN_QUESTION, **extra: object) -> dict[str, object]:
@@ -76,3 +80,41 @@ def assert_error(response: httpx.Response, status: int) -> dict[str, object]:
     error = response.json()["error"]
     assert set(error) >= {"message", "type", "code"} and error["message"]
     return error  # type: ignore[no-any-return]
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition, keyed by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric_total(
+    got: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (as PromQL's sum by would)."""
+    wanted = set(labels.items())
+    return sum(value for (sample, pairs), value in got.items() if sample == name and wanted <= set(pairs))
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a review page's form carries."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    """Sign a reviewer in through the login form with their token (the session cookie lands in
+    `client`); the form's answer."""
+    page = await client.get("/review/login", params={"next": "/review/ab"})
+    return await client.post(
+        "/review/login", data={"token": token, "csrf_token": csrf_of(page.text), "next": "/review/ab"}
+    )
+
+
+def bearer_headers(token: str) -> dict[str, str]:
+    """The Authorization header for a bearer `token` (a reviewer's or an API key)."""
+    return {"Authorization": f"Bearer {token}"}

@@ -13,19 +13,16 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
-from feedback.db import DirectConnections, create_db_engine, make_session_factory
-from feedback.models import Interaction, Rating
+from database.engine import DirectConnections, create_db_engine, make_session_factory
+from database.models import Interaction, Rating
 from service.app import create_app
 from service.chat import CANCELLED
 from service.state import ServiceState
 from tests.conftest import running, served
-from tests.service.helpers import chat_body, parse_sse, row_counts
-from tests.service.test_health_metrics import total
-
-UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/postgres?connect_timeout=2"
+from tests.database import UNREACHABLE_DATABASE_URL
+from tests.service.helpers import chat_body, metric_samples, metric_total, parse_sse, row_counts
 
 
 def _state(app: FastAPI) -> ServiceState:
@@ -38,14 +35,6 @@ async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 async def test_prepare_queries_and_tokenises_off_the_event_loop(
@@ -88,7 +77,7 @@ async def test_satisfaction_from_metrics_equals_the_database_after_re_ratings(
                 "/v1/feedback", json={"response_id": ids[variant][index], "rating": stars}
             )
             assert rated.status_code == 200 and rated.json()["status"] == "stored", rated.text
-        got = _samples((await client.get("/metrics")).text)
+        got = metric_samples((await client.get("/metrics")).text)
 
     engine = create_db_engine(postgres_database_url)
     with engine.connect() as connection:
@@ -104,7 +93,7 @@ async def test_satisfaction_from_metrics_equals_the_database_after_re_ratings(
     for variant in ("tuned", "base"):
 
         def value(name: str, variant: str = variant) -> float:
-            return total(got, name, variant=variant)
+            return metric_total(got, name, variant=variant)
 
         # the dashboard's formula, on one replica's totals
         mean = (value("zantara_rating_stars_sum") - value("zantara_rating_stars_replaced_sum")) / (
@@ -122,7 +111,10 @@ async def test_database_outage_answers_go_on_ratings_are_spooled_then_stored(
         state = _state(app)
         before = await client.post("/v1/chat/completions", json=chat_body(max_tokens=2))
         database, bind, direct = state.database, state.sessions.kw["bind"], state.feedback.direct
-        unreachable, unreachable_direct = create_engine(UNREACHABLE), DirectConnections(UNREACHABLE)
+        unreachable, unreachable_direct = (
+            create_engine(UNREACHABLE_DATABASE_URL),
+            DirectConnections(UNREACHABLE_DATABASE_URL),
+        )
         state.database = unreachable
         state.sessions.configure(bind=unreachable)
         state.feedback.direct = unreachable_direct
@@ -143,7 +135,7 @@ async def test_database_outage_answers_go_on_ratings_are_spooled_then_stored(
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
         assert ready.json()["checks"]["database"] is False and ready.json()["spool"]["rating"] == 6
-        got = _samples((await client.get("/metrics")).text)
+        got = metric_samples((await client.get("/metrics")).text)
         assert got[("zantara_spool_pending", (("kind", "rating"),))] == 6
         assert got[("zantara_database_up", ())] == 0
 

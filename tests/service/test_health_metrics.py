@@ -6,26 +6,10 @@ import gc
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from tests.conftest import admin_headers, running
-from tests.service.helpers import chat_body
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an exposition, keyed by name and sorted labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def total(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    """The sum of `name`'s samples whose labels include `labels` (as PromQL's sum by would)."""
-    wanted = set(labels.items())
-    return sum(value for (sample, pairs), value in got.items() if sample == name and wanted <= set(pairs))
+from tests.service.helpers import chat_body, metric_samples, metric_total
 
 
 async def test_start_up_exempts_what_it_built_from_garbage_collection(  # type: ignore[no-untyped-def]
@@ -57,17 +41,17 @@ async def test_metrics_follow_requests_ratings_and_rollout(app_client: httpx.Asy
     await app_client.post("/v1/feedback", json={"response_id": tuned.json()["id"], "rating": 5})
     response = await app_client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
-    got = samples(response.text)
+    got = metric_samples(response.text)
     pinned = {"variant": "tuned", "adapter": "zantara-demo@v1", "target": "pinned"}
-    assert total(got, "zantara_requests_total", status="ok", **pinned) == 1
-    assert total(got, "zantara_requests_total", status="ok", variant="tuned") == 1
-    assert total(got, "zantara_requests_total", status="ok", variant="base", adapter="") == 2
+    assert metric_total(got, "zantara_requests_total", status="ok", **pinned) == 1
+    assert metric_total(got, "zantara_requests_total", status="ok", variant="tuned") == 1
+    assert metric_total(got, "zantara_requests_total", status="ok", variant="base", adapter="") == 2
     generated = tuned.json()["usage"]["completion_tokens"]
-    assert total(got, "zantara_generated_tokens_total", **pinned) == generated
-    assert total(got, "zantara_request_duration_seconds_count", variant="base") == 2
-    assert total(got, "zantara_time_to_first_token_seconds_count", variant="base") == 2
-    assert total(got, "zantara_ratings_total", stars="5", **pinned) == 1
-    assert total(got, "zantara_rating_stars_sum", **pinned) == 5
+    assert metric_total(got, "zantara_generated_tokens_total", **pinned) == generated
+    assert metric_total(got, "zantara_request_duration_seconds_count", variant="base") == 2
+    assert metric_total(got, "zantara_time_to_first_token_seconds_count", variant="base") == 2
+    assert metric_total(got, "zantara_ratings_total", stars="5", **pinned) == 1
+    assert metric_total(got, "zantara_rating_stars_sum", **pinned) == 5
     assert got[("zantara_rollout_percentage", ())] == 35
     assert got[("zantara_model_ready", ())] == 1
     assert got[("zantara_adapters_loaded", ())] == 1
@@ -86,8 +70,8 @@ async def test_refused_requests_are_counted_apart_from_served_ones(app_client: h
     ]
     assert [r.status_code for r in refused] == [400, 422, 404, 422]
     await app_client.get("/v1/models")
-    got = samples((await app_client.get("/metrics")).text)
-    assert total(got, "zantara_requests_total", status="rejected", variant="none") == 4
+    got = metric_samples((await app_client.get("/metrics")).text)
+    assert metric_total(got, "zantara_requests_total", status="rejected", variant="none") == 4
     for variant in ("base", "tuned"):
         for status in ("ok", "error"):
-            assert total(got, "zantara_requests_total", status=status, variant=variant) == 0
+            assert metric_total(got, "zantara_requests_total", status=status, variant=variant) == 0

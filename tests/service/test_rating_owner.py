@@ -16,14 +16,13 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import create_engine, select
 
-from feedback.db import DirectConnections, create_db_engine, make_session_factory
-from feedback.models import Interaction, Rating
+from database.engine import DirectConnections, create_db_engine, make_session_factory
+from database.models import Interaction, Rating
 from service.app import create_app
 from service.state import ServiceState
 from tests.conftest import running
-from tests.service.helpers import assert_error, chat_body, settled
-from tests.service.test_durability import UNREACHABLE, _samples
-from tests.service.test_health_metrics import total
+from tests.database import UNREACHABLE_DATABASE_URL
+from tests.service.helpers import assert_error, chat_body, metric_samples, metric_total, settled
 
 KEY_A, KEY_B = "kunci-pertama-0123456789", "kunci-kedua-0123456789"
 HASH_KEY = "user-hash-key-0123456789abcdef"
@@ -48,7 +47,10 @@ async def outage(app: FastAPI) -> AsyncIterator[None]:
     """The database unreachable for the service (as in `test_durability`), then back."""
     state = _state(app)
     database, bind, direct = state.database, state.sessions.kw["bind"], state.feedback.direct
-    unreachable, unreachable_direct = create_engine(UNREACHABLE), DirectConnections(UNREACHABLE)
+    unreachable, unreachable_direct = (
+        create_engine(UNREACHABLE_DATABASE_URL),
+        DirectConnections(UNREACHABLE_DATABASE_URL),
+    )
     state.database = unreachable
     state.sessions.configure(bind=unreachable)
     state.feedback.direct = unreachable_direct
@@ -177,6 +179,6 @@ async def test_a_full_spool_refuses_ratings_with_a_503_and_counts_them(
         ours = await _answer(client)
         await _until(lambda: feedback.buffered == 0, "the answer to be dropped")
         assert_error(await _rate(client, ours, 5), 503)
-        got = _samples((await client.get("/metrics")).text)
-    assert total(got, "zantara_feedback_refused_total", reason="spool_full") == 2
-    assert total(got, "zantara_feedback_dropped_total", kind="interaction") == 1
+        got = metric_samples((await client.get("/metrics")).text)
+    assert metric_total(got, "zantara_feedback_refused_total", reason="spool_full") == 2
+    assert metric_total(got, "zantara_feedback_dropped_total", kind="interaction") == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,16 +11,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from database.models import ABJudgment
 from feedback.ab import NewPair, ab_summary, queue_pairs
-from feedback.models import ABJudgment
 from feedback.reviewers import add_reviewer, revoke_reviewer
 from service.app import create_app
 from tests.conftest import admin_headers, running
-from tests.service.helpers import assert_error
+from tests.service.helpers import PLANTED_HTML, assert_error, bearer_headers, csrf_of, sign_in
 from zantara.cli import app as cli
 
 ADAPTER = "zantara-demo@v1"
-PLANTED = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
 
 
 @dataclass
@@ -66,23 +64,6 @@ async def review(settings_factory, database_url: str) -> AsyncIterator[Review]: 
     app = create_app(settings_factory(database_url=database_url, ab_overlap=2))
     async with running(app) as client:
         yield Review(client, app.state.zantara.sessions)
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, html
-    return match.group(1)
-
-
-async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    page = await client.get("/review/login", params={"next": "/review/ab"})
-    return await client.post(
-        "/review/login", data={"token": token, "csrf_token": csrf_of(page.text), "next": "/review/ab"}
-    )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def judgment(choice: str = "A", a: int = 8, b: int = 6) -> dict[str, object]:
@@ -150,9 +131,9 @@ async def test_bearer_json_flow_stays_blind(review: Review) -> None:
     token = review.reviewer("ana")
     review.queue("tuned says 1")
     assert_error(await review.client.get("/review/api/ab/next"), 401)
-    assert_error(await review.client.get("/review/api/ab/next", headers=bearer("zrv_wrong")), 401)
+    assert_error(await review.client.get("/review/api/ab/next", headers=bearer_headers("zrv_wrong")), 401)
 
-    shown = await review.client.get("/review/api/ab/next", headers=bearer(token))
+    shown = await review.client.get("/review/api/ab/next", headers=bearer_headers(token))
     assert shown.status_code == 200
     pair = shown.json()["pair"]
     assert set(pair) == {"id", "question", "category", "register", "complexity", "answers"}
@@ -162,21 +143,28 @@ async def test_bearer_json_flow_stays_blind(review: Review) -> None:
 
     for bad in (judgment(choice="C"), judgment(a=11), judgment(b=0), {"choice": "A"}):
         assert_error(
-            await review.client.post(f"/review/api/ab/{pair['id']}", json=bad, headers=bearer(token)), 422
+            await review.client.post(f"/review/api/ab/{pair['id']}", json=bad, headers=bearer_headers(token)),
+            422,
         )
     assert_error(
-        await review.client.post("/review/api/ab/999999", json=judgment(), headers=bearer(token)), 404
+        await review.client.post("/review/api/ab/999999", json=judgment(), headers=bearer_headers(token)), 404
     )
-    too_big = await review.client.post(f"/review/api/ab/{2**53}", json=judgment(), headers=bearer(token))
+    too_big = await review.client.post(
+        f"/review/api/ab/{2**53}", json=judgment(), headers=bearer_headers(token)
+    )
     assert_error(too_big, 422)
 
     stored = await review.client.post(
-        f"/review/api/ab/{pair['id']}", json=judgment(choice=tuned_side, a=9, b=9), headers=bearer(token)
+        f"/review/api/ab/{pair['id']}",
+        json=judgment(choice=tuned_side, a=9, b=9),
+        headers=bearer_headers(token),
     )
     assert stored.status_code == 201 and stored.json() == {"pair_id": pair["id"], "status": "stored"}
-    again = await review.client.post(f"/review/api/ab/{pair['id']}", json=judgment(), headers=bearer(token))
+    again = await review.client.post(
+        f"/review/api/ab/{pair['id']}", json=judgment(), headers=bearer_headers(token)
+    )
     assert_error(again, 409)
-    empty = await review.client.get("/review/api/ab/next", headers=bearer(token))
+    empty = await review.client.get("/review/api/ab/next", headers=bearer_headers(token))
     assert empty.status_code == 200 and empty.json()["pair"] is None and "empty" in empty.json()["message"]
     assert ab_summary(review.sessions, ADAPTER).wins == 1
 
@@ -185,14 +173,16 @@ async def test_overlap_spreads_a_pair_over_distinct_reviewers_once_each(review: 
     tokens = [review.reviewer(name) for name in ("ana", "budi", "citra")]
     (pair_id,) = review.queue("tuned says 1")
     for token in tokens[:2]:
-        shown = await review.client.get("/review/api/ab/next", headers=bearer(token))
+        shown = await review.client.get("/review/api/ab/next", headers=bearer_headers(token))
         assert shown.json()["pair"]["id"] == pair_id
         posted = await review.client.post(
-            f"/review/api/ab/{pair_id}", json=judgment("tie"), headers=bearer(token)
+            f"/review/api/ab/{pair_id}", json=judgment("tie"), headers=bearer_headers(token)
         )
         assert posted.status_code == 201
-        assert (await review.client.get("/review/api/ab/next", headers=bearer(token))).json()["pair"] is None
-    third = await review.client.get("/review/api/ab/next", headers=bearer(tokens[2]))
+        assert (await review.client.get("/review/api/ab/next", headers=bearer_headers(token))).json()[
+            "pair"
+        ] is None
+    third = await review.client.get("/review/api/ab/next", headers=bearer_headers(tokens[2]))
     assert third.json()["pair"] is None, "overlap 2: a third reviewer never gets the pair"
     assert ab_summary(review.sessions, ADAPTER).judgments == 2
 
@@ -203,7 +193,7 @@ async def test_revoked_reviewer_is_refused_everywhere(review: Review) -> None:
     await sign_in(review.client, token)
     assert (await review.client.get("/review/ab")).status_code == 200
     revoke_reviewer(review.sessions, "ana")
-    error = assert_error(await review.client.get("/review/api/ab/next", headers=bearer(token)), 401)
+    error = assert_error(await review.client.get("/review/api/ab/next", headers=bearer_headers(token)), 401)
     assert error["code"] == "invalid_reviewer_token"
     page = await review.client.get("/review/ab")
     assert page.status_code == 303 and page.headers["location"].startswith("/review/login")
@@ -211,7 +201,7 @@ async def test_revoked_reviewer_is_refused_everywhere(review: Review) -> None:
 
 
 async def test_model_output_is_escaped(review: Review) -> None:
-    review.queue(PLANTED)
+    review.queue(PLANTED_HTML)
     await sign_in(review.client, review.reviewer("ana"))
     page = await review.client.get("/review/ab")
     assert page.status_code == 200
@@ -239,9 +229,11 @@ async def test_admin_queues_pairs_and_reads_the_summary(review: Review) -> None:
     queued = await review.client.post("/admin/ab/pairs", json=body, headers=admin_headers())
     assert queued.status_code == 201 and len(queued.json()["ids"]) == 1
     token = review.reviewer("ana")
-    shown = (await review.client.get("/review/api/ab/next", headers=bearer(token))).json()["pair"]
+    shown = (await review.client.get("/review/api/ab/next", headers=bearer_headers(token))).json()["pair"]
     assert shown["register"] == "casual"
-    await review.client.post(f"/review/api/ab/{shown['id']}", json=judgment("tie"), headers=bearer(token))
+    await review.client.post(
+        f"/review/api/ab/{shown['id']}", json=judgment("tie"), headers=bearer_headers(token)
+    )
     summary = await review.client.get(
         "/admin/ab/summary", params={"adapter": ADAPTER}, headers=admin_headers()
     )

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from feedback.models import Correction
+from database.models import Correction
 from feedback.records import InteractionRecord
 from feedback.review_queue import corrections_after, reject_corrections
 from feedback.reviewers import add_reviewer
@@ -22,8 +22,15 @@ from knowledge.paths import SEED_FILE
 from service.app import create_app
 from tests.conftest import running
 from tests.database import rate_interaction
-from tests.service.helpers import assert_error, chat_body, settled
-from tests.service.test_review_ab import PLANTED, bearer, csrf_of, sign_in
+from tests.service.helpers import (
+    PLANTED_HTML,
+    assert_error,
+    bearer_headers,
+    chat_body,
+    csrf_of,
+    settled,
+    sign_in,
+)
 
 PPN_QUESTION = "Berapa tarif PPN umum sekarang?"
 RIGHT = {
@@ -90,7 +97,7 @@ async def queue(settings_factory, database_url: str) -> AsyncIterator[Queue]:  #
     app = create_app(settings_factory(database_url=database_url))
     async with running(app) as client:
         sessions = app.state.zantara.sessions
-        yield Queue(client, sessions, bearer(add_reviewer(sessions, "ana")[1]))
+        yield Queue(client, sessions, bearer_headers(add_reviewer(sessions, "ana")[1]))
 
 
 async def test_a_low_rated_chat_answer_is_listed_corrected_and_leaves_the_queue(queue: Queue) -> None:
@@ -258,12 +265,12 @@ async def test_bad_requests_are_4xx_in_openai_shape_and_change_nothing(queue: Qu
 
 
 async def test_the_api_needs_a_reviewer_and_the_page_needs_csrf(queue: Queue) -> None:
-    queue.plant("item", 1, answer=PLANTED)
+    queue.plant("item", 1, answer=PLANTED_HTML)
     for call in (
         queue.client.get("/review/api/queue"),
         queue.client.post("/review/api/queue/item", json=RIGHT),
         queue.client.post("/review/api/queue/item/check", json={"correct_answer": "a"}),
-        queue.client.get("/review/api/queue", headers=bearer("zrv_wrong")),
+        queue.client.get("/review/api/queue", headers=bearer_headers("zrv_wrong")),
     ):
         error = assert_error(await call, 401)
         assert error["code"] == "invalid_reviewer_token"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
-from tests.training.test_eval_cli import gate, run_eval, serving
+from tests.training.helpers import gate, run_eval, serving
 from training.dataset.build import BuildOptions, build
 from training.dataset.generator import Generator
 from training.evaluation.cli import EXIT_BAD_INPUT, EvalHooks, EvalOptions, evaluate

@@ -9,24 +9,18 @@ the golden answer on domain questions but a stock line on general-Indonesian one
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
-from typer.testing import CliRunner
 
-from tests.postgres import free_port
+from tests.training.helpers import gate, run_eval, serving
 from training.dataset.build import BuildOptions, build
 from training.dataset.generator import Generator
 from training.evaluation.data import load_eval_data
-from zantara.cli import app
 
 PLANTED = " Catatan: denda overstay Rp300.000 per hari."
 MODELS = ("base-model", "good@v1", "liar@v1", "forgetful@v1")
@@ -88,24 +82,6 @@ def golden(dataset: Path) -> dict[str, tuple[str, str]]:
     return {item.question: (item.set, item.reference) for item in data.all()}
 
 
-@contextmanager
-def serving(upstream: FastAPI) -> Iterator[str]:
-    """Serve `upstream` with uvicorn on a free port in a thread; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(upstream, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "scripted upstream did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def upstream(golden: dict[str, tuple[str, str]]) -> Iterator[str]:
     """The scripted upstream's URL (no prompt log-probabilities, like our own service)."""
@@ -121,11 +97,6 @@ def good_run(dataset: Path, upstream: str, tmp_path_factory: pytest.TempPathFact
     return code, out
 
 
-def run_eval(*args: str | Path) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["eval", *map(str, args)])
-    return result.exit_code, result.output
-
-
 def http_eval(dataset: Path, upstream: str, adapter: str, out: Path, *extra: str | Path) -> tuple[int, dict]:
     code, output = run_eval(
         "--dataset", dataset, "--endpoint", upstream, "--base", "base-model", "--adapter", adapter,
@@ -134,11 +105,6 @@ def http_eval(dataset: Path, upstream: str, adapter: str, out: Path, *extra: str
     )  # fmt: skip
     assert code in (0, 1), output
     return code, json.loads((out / "report.json").read_text(encoding="utf-8"))
-
-
-def gate(report: dict, name: str) -> dict:
-    [found] = [g for g in report["gates"] if g["name"] == name]
-    return found
 
 
 def test_a_better_adapter_passes_every_gate_and_both_reports_are_written(good_run: tuple[int, Path]) -> None:
@@ -257,8 +223,8 @@ def test_an_unknown_model_on_the_endpoint_exits_2(dataset: Path, upstream: str, 
 def test_ab_sample_queues_pairs_and_judgments_drive_the_human_gates(
     dataset: Path, upstream: str, good_run: tuple[int, Path], tmp_path: Path
 ) -> None:
+    from database.engine import create_db_engine, make_session_factory
     from feedback.ab import next_pair, submit_judgment
-    from feedback.db import create_db_engine, make_session_factory
     from feedback.reviewers import add_reviewer
 
     _, out = good_run
