@@ -154,7 +154,6 @@ def finish_run(
     return _record(row)
 
 
-
 def list_runs(session: Session, limit: int = 20) -> list[RunRecord]:
     """The newest runs first."""
     rows = session.scalars(select(RetrainRun).order_by(RetrainRun.id.desc()).limit(limit))
