@@ -146,7 +146,7 @@ def test_the_weekly_loop_end_to_end(loop: tuple[str, dict[str, str]]) -> None:
             [
                 sys.executable,
                 "-m",
-                "service",
+                "zantara",
                 "retrain",
                 "--service",
                 url,

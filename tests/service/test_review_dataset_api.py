@@ -4,7 +4,6 @@ next record, verdicts (once per reviewer), refusals in OpenAI's shape, the summa
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,9 +15,7 @@ from feedback.dataset_review import record_key, submit_records, verdicts
 from feedback.reviewers import add_reviewer
 from service.app import create_app
 from tests.conftest import running
-from tests.service.helpers import assert_error
-
-PLANTED = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
+from tests.service.helpers import PLANTED_HTML, assert_error, csrf_of
 
 
 def refused(response: httpx.Response, status: int, code: str) -> dict[str, object]:
@@ -39,7 +36,9 @@ class Item:
 
 ITEMS = [
     Item("Kak, NIB perlu diperbarui tiap tahun?", "Tidak perlu, kak; perbarui datanya kalau ada perubahan."),
-    Item(f"Modal minimum PT PMA berapa? {PLANTED}", "Modal disetor minimal Rp10 miliar per bidang usaha."),
+    Item(
+        f"Modal minimum PT PMA berapa? {PLANTED_HTML}", "Modal disetor minimal Rp10 miliar per bidang usaha."
+    ),
 ]
 
 
@@ -201,12 +200,6 @@ async def test_unknown_records_bad_json_and_empty_edits(served: Review) -> None:
     assert verdicts(served.sessions)[record].answer == "Tidak\ufffd perlu."
 
 
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, html
-    return match.group(1)
-
-
 async def test_the_page_signs_in_escapes_text_and_takes_the_form(served: Review) -> None:
     token = served.reviewer("ana")["Authorization"].removeprefix("Bearer ")
     signed_out = await served.client.get("/review/dataset")
@@ -242,7 +235,7 @@ async def test_the_page_signs_in_escapes_text_and_takes_the_form(served: Review)
     assert "Saved: approved." in page.text
     assert (
         "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in page.text
-        and PLANTED not in page.text
+        and PLANTED_HTML not in page.text
     )
     second = record_key(ITEMS[1].question, ITEMS[1].answer)
     edit = {"csrf_token": csrf, "record_id": second, "action": "edit", "question": ITEMS[1].question}
