@@ -16,18 +16,15 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from database.engine import create_db_engine
-from database.migrate import upgrade
 from database.models import Interaction, Rating
-from tests.pg_control import ControlledPostgres, controlled_postgres
+from tests.pg_control import ControlledPostgres
 from tests.served import demo_env, running_server
 
 OUTAGE_S = float(os.environ.get("ZANTARA_FAULT_OUTAGE_S", "8"))
@@ -49,13 +46,6 @@ class Tally:
     rating_failures: list[str] = field(default_factory=list)
     last_stars: dict[str, int] = field(default_factory=dict)
     ready_during_outage: dict[str, object] = field(default_factory=dict)
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[ControlledPostgres]:
-    with controlled_postgres() as server:
-        upgrade(server.url)
-        yield server
 
 
 async def _client(http: httpx.AsyncClient, tally: Tally, outage: asyncio.Event, stop: asyncio.Event) -> None:

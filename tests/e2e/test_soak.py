@@ -20,7 +20,6 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +29,8 @@ import pytest
 from sqlalchemy import func, select
 
 from database.engine import create_db_engine
-from database.migrate import upgrade
 from database.models import DeadLetter, Interaction, Rating
-from tests.pg_control import ControlledPostgres, controlled_postgres
+from tests.pg_control import ControlledPostgres
 from tests.served import demo_env, running_server
 
 ADMIN = "soak-admin-token-0123456789"
@@ -66,13 +64,6 @@ class Tally:
     refused: list[str] = field(default_factory=list)
     last_stars: dict[str, int] = field(default_factory=dict)
     variants: dict[str, int] = field(default_factory=dict)
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[ControlledPostgres]:
-    with controlled_postgres() as server:
-        upgrade(server.url)
-        yield server
 
 
 async def _answer(http: httpx.AsyncClient, body: dict[str, object]) -> tuple[str, str, str] | None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 
 import httpx
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from database.engine import create_db_engine
 from database.models import Interaction, Rating
+from service.state import ServiceState
 
 DOMAIN_QUESTION = "Berapa modal minimum untuk mendirikan PT PMA?"
 QUESTION = [{"role": "user", "content": DOMAIN_QUESTION}]
@@ -118,3 +121,17 @@ async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
 def bearer_headers(token: str) -> dict[str, str]:
     """The Authorization header for a bearer `token` (a reviewer's or an API key)."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def service_state(app: FastAPI) -> ServiceState:
+    """The live state (engine, writer, metrics) of an app whose lifespan runs."""
+    return app.state.zantara  # type: ignore[no-any-return]
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    """Wait until `condition()` holds, polling every 20 ms; fail naming `what` after `timeout_s`."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -12,29 +12,23 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy import create_engine, func, select
 
 from database.engine import DirectConnections, create_db_engine, make_session_factory
 from database.models import Interaction, Rating
 from service.app import create_app
 from service.chat import CANCELLED
-from service.state import ServiceState
 from tests.conftest import running, served
 from tests.database import UNREACHABLE_DATABASE_URL
-from tests.service.helpers import chat_body, metric_samples, metric_total, parse_sse, row_counts
-
-
-def _state(app: FastAPI) -> ServiceState:
-    return app.state.zantara  # type: ignore[no-any-return]
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.service.helpers import (
+    chat_body,
+    metric_samples,
+    metric_total,
+    parse_sse,
+    row_counts,
+    service_state,
+    until,
+)
 
 
 async def test_prepare_queries_and_tokenises_off_the_event_loop(
@@ -42,7 +36,7 @@ async def test_prepare_queries_and_tokenises_off_the_event_loop(
 ) -> None:
     app = create_app(settings_factory(database_url=postgres_database_url))
     async with running(app) as client:
-        state = _state(app)
+        state = service_state(app)
         threads: dict[str, int] = {}
 
         def spy(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,7 +102,7 @@ async def test_database_outage_answers_go_on_ratings_are_spooled_then_stored(
 ) -> None:
     app = create_app(settings_factory(database_url=postgres_database_url, spool_retry_s=0.1))
     async with running(app) as client:
-        state = _state(app)
+        state = service_state(app)
         before = await client.post("/v1/chat/completions", json=chat_body(max_tokens=2))
         database, bind, direct = state.database, state.sessions.kw["bind"], state.feedback.direct
         unreachable, unreachable_direct = (
@@ -142,7 +136,7 @@ async def test_database_outage_answers_go_on_ratings_are_spooled_then_stored(
         state.database = database
         state.sessions.configure(bind=bind)
         state.feedback.direct = direct
-        await _until(lambda: not any(state.feedback.spooled().values()), "the spool to drain")
+        await until(lambda: not any(state.feedback.spooled().values()), "the spool to drain")
         assert (await client.get("/readyz")).json()["status"] == "ready"
         unreachable.dispose()
         await unreachable_direct.close()
@@ -168,9 +162,9 @@ async def test_a_client_that_goes_away_mid_stream_leaves_its_partial_answer(
                 if len(received) >= 4:
                     break
         answer_id = json.loads(received[0])["id"]
-        state = _state(app)
-        await _until(lambda: state.engine.running == 0, "generation to stop")  # type: ignore[attr-defined]
-        await _until(lambda: state.feedback.buffered == 0, "the interaction to be written")
+        state = service_state(app)
+        await until(lambda: state.engine.running == 0, "generation to stop")  # type: ignore[attr-defined]
+        await until(lambda: state.feedback.buffered == 0, "the interaction to be written")
         engine = create_db_engine(postgres_database_url)
         with make_session_factory(engine)() as session:
             stored = session.get(Interaction, answer_id)
@@ -210,7 +204,7 @@ async def test_readyz_hides_the_start_up_error(settings_factory: Any, tmp_path: 
     async with LifespanManager(app, startup_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://zantara.test") as client:
-            await _until(lambda: _state(app).startup_error is not None, "start-up to fail")
+            await until(lambda: service_state(app).startup_error is not None, "start-up to fail")
             ready = await client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["error"]
     assert "s3cret" not in ready.text and "Error" not in ready.text

@@ -4,11 +4,10 @@ cannot be ours is a 404 before anything is spooled; a full spool refuses ratings
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,10 +18,17 @@ from sqlalchemy import create_engine, select
 from database.engine import DirectConnections, create_db_engine, make_session_factory
 from database.models import Interaction, Rating
 from service.app import create_app
-from service.state import ServiceState
 from tests.conftest import running
 from tests.database import UNREACHABLE_DATABASE_URL
-from tests.service.helpers import assert_error, chat_body, metric_samples, metric_total, settled
+from tests.service.helpers import (
+    assert_error,
+    chat_body,
+    metric_samples,
+    metric_total,
+    service_state,
+    settled,
+    until,
+)
 
 KEY_A, KEY_B = "kunci-pertama-0123456789", "kunci-kedua-0123456789"
 HASH_KEY = "user-hash-key-0123456789abcdef"
@@ -30,22 +36,10 @@ A = {"Authorization": f"Bearer {KEY_A}"}
 B = {"Authorization": f"Bearer {KEY_B}"}
 
 
-def _state(app: FastAPI) -> ServiceState:
-    return app.state.zantara  # type: ignore[no-any-return]
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @asynccontextmanager
 async def outage(app: FastAPI) -> AsyncIterator[None]:
     """The database unreachable for the service (as in `test_durability`), then back."""
-    state = _state(app)
+    state = service_state(app)
     database, bind, direct = state.database, state.sessions.kw["bind"], state.feedback.direct
     unreachable, unreachable_direct = (
         create_engine(UNREACHABLE_DATABASE_URL),
@@ -121,18 +115,16 @@ async def test_while_the_database_is_down_another_key_cannot_rate_a_waiting_answ
     )
     app = create_app(settings)
     async with running(app) as client:
-        feedback = _state(app).feedback
+        feedback = service_state(app).feedback
         async with outage(app):
             answer_id = await _answer(client, A)
             _assert_unknown(await _rate(client, answer_id, 1, B), answer_id)  # in the buffer, or spooled
-            await _until(
-                lambda: feedback.buffered == 0 and feedback.spooled()["interaction"] == 1, "spooling"
-            )
+            await until(lambda: feedback.buffered == 0 and feedback.spooled()["interaction"] == 1, "spooling")
             _assert_unknown(await _rate(client, answer_id, 1, B), answer_id)  # in the spool
             mine = await _rate(client, answer_id, 4, A)
             assert mine.status_code == 202 and mine.json()["status"] == "queued", mine.text
             assert feedback.spooled()["rating"] == 1
-        await _until(lambda: not any(feedback.spooled().values()), "the spool to drain")
+        await until(lambda: not any(feedback.spooled().values()), "the spool to drain")
     assert [stars for _, stars in _stored(postgres_database_url).values()] == [4]
 
 
@@ -153,7 +145,7 @@ async def test_an_id_that_cannot_be_ours_is_a_404_and_nothing_is_spooled(
         ours = await _answer(client)
         for bad in ("chatcmpl-unknown", f"chatcmpl-{uuid.uuid4().hex.upper()}", f"x{ours}", f"{ours}0", "1"):
             _assert_unknown(await _rate(client, bad, 1), bad)
-        assert _state(app).feedback.spooled()["rating"] == 0
+        assert service_state(app).feedback.spooled()["rating"] == 0
         queued = await _rate(client, ours, 1)
         assert queued.status_code == 202, queued.text
 
@@ -165,7 +157,7 @@ async def test_a_full_spool_refuses_ratings_with_a_503_and_counts_them(
     settings = settings_factory(database_url=postgres_database_url, spool_max_bytes=cap, spool_retry_s=0.1)
     app = create_app(settings)
     async with running(app) as client, outage(app):
-        feedback = _state(app).feedback
+        feedback = service_state(app).feedback
         refused = None
         for _ in range(200):  # ratings of answers nobody here knows: each waits in the spool
             rated = await _rate(client, f"chatcmpl-{uuid.uuid4().hex}", 5)
@@ -177,7 +169,7 @@ async def test_a_full_spool_refuses_ratings_with_a_503_and_counts_them(
         assert error["code"] == "spool_full" and int(refused.headers["retry-after"]) > 0
         assert cap <= feedback.spool_bytes < 2 * cap
         ours = await _answer(client)
-        await _until(lambda: feedback.buffered == 0, "the answer to be dropped")
+        await until(lambda: feedback.buffered == 0, "the answer to be dropped")
         assert_error(await _rate(client, ours, 5), 503)
         got = metric_samples((await client.get("/metrics")).text)
     assert metric_total(got, "zantara_feedback_refused_total", reason="spool_full") == 2
