@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from database.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
 from feedback.records import REVIEW_THRESHOLD
 from feedback.text import storable as _storable
-from knowledge.corrections import CorrectionRecord
+from knowledge.corrections import DATABASE, CorrectionRecord
+from knowledge.records import CATEGORIES
 
 MAX_PAGE = 100
 """The most items one page of the queue holds."""
@@ -76,24 +77,6 @@ class QueuePage:
     total: int
     limit: int
     offset: int
-
-
-@dataclass(frozen=True)
-class StoredCorrection:
-    """A correction as stored."""
-
-    id: int
-    interaction_id: str | None
-    query: str
-    model_answer_wrong: str
-    correct_answer: str
-    why_wrong: str
-    lesson: str
-    category: str | None
-    reviewer: str
-    created_at: datetime
-    check_override: str | None = None
-    """Why the reviewer saved it although it fails a dataset check (None: it passed)."""
 
 
 class UnknownItemError(LookupError):
@@ -227,19 +210,20 @@ def _lock(session: Session, interaction_id: str) -> None:
         raise UnknownItemError(interaction_id)
 
 
-def _stored(row: Correction) -> StoredCorrection:
-    return StoredCorrection(
-        id=row.id,
-        interaction_id=row.interaction_id,
+def _stored(row: Correction) -> CorrectionRecord:
+    """A stored correction as the one correction record (a category no longer known reads as none)."""
+    return CorrectionRecord(
         query=row.query,
         model_answer_wrong=row.model_answer_wrong,
         correct_answer=row.correct_answer,
         why_wrong=row.why_wrong or "",
         lesson=row.lesson or "",
-        category=row.category,
+        category=row.category if row.category in CATEGORIES else None,
+        origin=f"{DATABASE}{row.id}",
+        check_override=row.check_override,
+        interaction_id=row.interaction_id,
         reviewer=row.reviewer or "",
         created_at=_aware(row.created_at),
-        check_override=row.check_override,
     )
 
 
@@ -253,7 +237,7 @@ def correct(
     reviewer: str,
     classify: Callable[[str], str | None] | None = None,
     check_override: str | None = None,
-) -> StoredCorrection:
+) -> CorrectionRecord:
     """Store a reviewer's correction of a queued answer; the query is the conversation's last user
     message and `classify(query)` (when given) tells its category; `check_override` is the reviewer's
     reason for keeping it although it fails a dataset check. Raises `UnknownItemError`, or
@@ -294,7 +278,7 @@ def dismiss(sessions: sessionmaker[Session], *, interaction_id: str, reason: str
         )
 
 
-def corrections_after(sessions: sessionmaker[Session], after_id: int | None) -> list[StoredCorrection]:
+def corrections_after(sessions: sessionmaker[Session], after_id: int | None) -> list[CorrectionRecord]:
     """Every correction with an id above `after_id` (all of them for None) that no retrain rejected, in
     id order: the ones a new adapter version has not learned from yet, given its registry entry's
     `last_correction_id`."""
@@ -303,12 +287,6 @@ def corrections_after(sessions: sessionmaker[Session], after_id: int | None) -> 
         query = query.where(Correction.id > after_id)
     with sessions() as session:
         return [_stored(row) for row in session.scalars(query)]
-
-
-def latest_correction_id(sessions: sessionmaker[Session]) -> int | None:
-    """The highest correction id stored, or None when there is none."""
-    with sessions() as session:
-        return session.scalar(select(func.max(Correction.id)))
 
 
 def reject_corrections(sessions: sessionmaker[Session], reasons: Mapping[int, str]) -> list[int]:

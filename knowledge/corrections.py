@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from knowledge.checklist import Issue, check_example
 from knowledge.fact_check import FactChecker
@@ -26,19 +27,25 @@ DATABASE = "database:"
 """How the origin of a correction read from the feedback database starts (`database:<id>`)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorrectionRecord:
-    """One reviewed mistake of the model, with where it was read from."""
+    """One reviewed mistake of the model, with where it was read from: the one record type of a
+    correction, whether read from the feedback database, from a file, or being checked on the review page."""
 
     query: str
     model_answer_wrong: str
     correct_answer: str
-    why_wrong: str
-    lesson: str
-    category: str | None
+    why_wrong: str = ""
+    lesson: str = ""
+    category: str | None = None
     origin: str
+    """`database:<id>` for a stored correction, `<file>:<line>` for one read from a file."""
     check_override: str | None = None
     """The reviewer's reason for keeping it although it fails a dataset check."""
+    interaction_id: str | None = None
+    """The answer it corrects (stored corrections made on the review page)."""
+    reviewer: str | None = None
+    created_at: datetime | None = None
 
     @property
     def database_id(self) -> int | None:

@@ -28,7 +28,6 @@ from feedback.review_queue import (
     MAX_PAGE,
     NotInQueueError,
     QueueItem,
-    StoredCorrection,
     UnknownItemError,
     correct,
     dismiss,
@@ -235,7 +234,13 @@ def dataset_problems(
     """The dataset checks a retrain's build runs on the pair this correction becomes (figures are
     checked against the registry by `check_facts`)."""
     record = CorrectionRecord(
-        item.query, item.answer, correct_answer, why_wrong, lesson, classify(item.query), "review"
+        query=item.query,
+        model_answer_wrong=item.answer,
+        correct_answer=correct_answer,
+        why_wrong=why_wrong,
+        lesson=lesson,
+        category=classify(item.query),
+        origin="review",
     )
     return [
         DatasetProblem(check=issue.check, message=issue.message, overridable=overridable(issue))
@@ -283,7 +288,7 @@ async def _item(state: ServiceState, interaction_id: str) -> QueueItem:
 
 async def _correct(
     state: ServiceState, interaction_id: str, body: CorrectAction, reviewer: str
-) -> StoredCorrection:
+) -> CorrectionRecord:
     item = await _item(state, interaction_id)
     checked = await run_in_threadpool(check_facts, state.settings.facts_path, item.query, body.correct_answer)
     if not checked.ok:
@@ -369,7 +374,10 @@ async def api_review(
         return ReviewDone(interaction_id=interaction_id, status="dismissed")
     stored = await _correct(state, interaction_id, body, reviewer.name)
     return ReviewDone(
-        interaction_id=interaction_id, status="corrected", correction_id=stored.id, category=stored.category
+        interaction_id=interaction_id,
+        status="corrected",
+        correction_id=stored.database_id,
+        category=stored.category,
     )
 
 

@@ -193,7 +193,7 @@ def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browse
         (stored,) = corrections_after(make_session_factory(engine), None)
     finally:
         engine.dispose()
-    assert (stored.interaction_id, stored.reviewer) == ("planted", "ana")
+    assert (stored.interaction_id, stored.reviewer) == ("planted", "ana") and stored.database_id is not None
     assert stored.correct_answer == "Tarif PPN umum adalah 11%." and stored.lesson == "Tarif PPN umum 11%."
     assert stored.check_override == "Jawaban singkat cukup untuk pertanyaan ini."
     assert wait_for_queue(url, token, 0) == []
@@ -202,7 +202,8 @@ def test_review_queue_in_a_real_browser(served: tuple[str, str], browser: Browse
     engine = create_db_engine(database_url)
     try:
         reject_corrections(
-            make_session_factory(engine), {stored.id: "tone: formal question answered with casual words: nih"}
+            make_session_factory(engine),
+            {stored.database_id: "tone: formal question answered with casual words: nih"},
         )
     finally:
         engine.dispose()

@@ -18,17 +18,16 @@ from database.models import Correction, ReviewDismissal, utcnow
 from feedback.records import InteractionRecord
 from feedback.review_queue import (
     NotInQueueError,
-    StoredCorrection,
     UnknownItemError,
     correct,
     corrections_after,
     dismiss,
     get_item,
-    latest_correction_id,
     list_queue,
     reject_corrections,
 )
 from feedback.store import save_interactions
+from knowledge.corrections import CorrectionRecord
 from knowledge.topics import classify
 from tests.database import rate_interaction
 
@@ -85,7 +84,7 @@ def queued(sessions: sessionmaker[Session]) -> list[str]:
     return [item.interaction_id for item in list_queue(sessions, limit=100).items]
 
 
-def fix(sessions: sessionmaker[Session], key: str, reviewer: str = "ana") -> StoredCorrection:
+def fix(sessions: sessionmaker[Session], key: str, reviewer: str = "ana") -> CorrectionRecord:
     return correct(
         sessions,
         interaction_id=key,
@@ -215,7 +214,7 @@ def test_concurrent_reviewers_one_wins_the_others_are_refused(sessions: sessionm
 
 
 def test_corrections_after_gives_what_a_new_version_has_not_learned(sessions: sessionmaker[Session]) -> None:
-    assert corrections_after(sessions, None) == [] and latest_correction_id(sessions) is None
+    assert corrections_after(sessions, None) == []
     plant(sessions, {"a": 1, "b": 1, "c": 2})
     first = fix(sessions, "b")
     second = correct(
@@ -228,14 +227,17 @@ def test_corrections_after_gives_what_a_new_version_has_not_learned(sessions: se
     )
     assert second.category is None and second.correct_answer == "Jawaban\ufffdbenar"
     third = fix(sessions, "c", "citra")
-    assert [c.id for c in corrections_after(sessions, None)] == [first.id, second.id, third.id]
-    assert first.id < second.id < third.id
-    assert corrections_after(sessions, first.id) == [second, third]
-    assert corrections_after(sessions, third.id) == []
-    assert latest_correction_id(sessions) == third.id
-    (stored,) = corrections_after(sessions, second.id)
+    assert [c.database_id for c in corrections_after(sessions, None)] == [
+        first.database_id,
+        second.database_id,
+        third.database_id,
+    ]
+    assert (first.database_id or 0) < (second.database_id or 0) < (third.database_id or 0)
+    assert corrections_after(sessions, first.database_id) == [second, third]
+    assert corrections_after(sessions, third.database_id) == []
+    (stored,) = corrections_after(sessions, second.database_id)
     assert stored.reviewer == "citra" and stored.lesson == "Cek tarif PPN di registry."
-    assert stored.created_at.tzinfo is not None
+    assert stored.created_at is not None and stored.created_at.tzinfo is not None
 
 
 def test_a_rejected_correction_sends_its_item_back_with_the_reason_until_a_new_one_replaces_it(
@@ -258,17 +260,17 @@ def test_a_rejected_correction_sends_its_item_back_with_the_reason_until_a_new_o
     assert queued(sessions) == []
 
     reason = "retrain run #3: tone: formal question answered with casual words: banget"
-    assert reject_corrections(sessions, {first.id: reason}) == [first.id]
-    assert reject_corrections(sessions, {first.id: "again"}) == [], "rejected once"
-    assert [c.id for c in corrections_after(sessions, None)] == [kept.id]
+    assert first.database_id is not None
+    assert reject_corrections(sessions, {first.database_id: reason}) == [first.database_id]
+    assert reject_corrections(sessions, {first.database_id: "again"}) == [], "rejected once"
+    assert [c.database_id for c in corrections_after(sessions, None)] == [kept.database_id]
     assert queued(sessions) == ["a"]
     (item,) = list_queue(sessions).items
     assert item.rejected is not None and get_item(sessions, "a").rejected == item.rejected
-    assert (item.rejected.correction_id, item.rejected.reason) == (first.id, reason)
+    assert (item.rejected.correction_id, item.rejected.reason) == (first.database_id, reason)
     assert item.rejected.correct_answer == first.correct_answer and item.rejected.lesson == first.lesson
     assert item.rejected.rejected_at.tzinfo is not None
 
     again = fix(sessions, "a", "budi")
     assert queued(sessions) == []
-    assert [c.id for c in corrections_after(sessions, None)] == [kept.id, again.id]
-    assert latest_correction_id(sessions) == again.id
+    assert [c.database_id for c in corrections_after(sessions, None)] == [kept.database_id, again.database_id]

@@ -134,7 +134,7 @@ async def test_a_low_rated_chat_answer_is_listed_corrected_and_leaves_the_queue(
     assert stored.json()["status"] == "corrected" and stored.json()["category"] == "tax"
     assert await queue.listed() == ["two-stars"]
     (correction,) = corrections_after(queue.sessions, None)
-    assert correction.id == stored.json()["correction_id"] and correction.reviewer == "ana"
+    assert correction.database_id == stored.json()["correction_id"] and correction.reviewer == "ana"
     assert (correction.query, correction.correct_answer) == (PPN_QUESTION, RIGHT["correct_answer"])
     assert correction.model_answer_wrong == first["answer"]
 
@@ -217,10 +217,11 @@ async def test_a_correction_failing_a_dataset_check_is_refused_naming_the_rule_u
     assert passed.check_override is None, "a correction that passes keeps no override"
     assert await queue.listed() == []
 
-    reject_corrections(queue.sessions, {passed.id: "completeness: the answer has only 4 words"})
+    assert passed.database_id is not None
+    reject_corrections(queue.sessions, {passed.database_id: "completeness: the answer has only 4 words"})
     page = (await queue.client.get("/review/api/queue", headers=queue.auth)).json()
     [back] = page["items"]
-    assert back["interaction_id"] == "fine" and back["rejected"]["correction_id"] == passed.id
+    assert back["interaction_id"] == "fine" and back["rejected"]["correction_id"] == passed.database_id
     assert back["rejected"]["reason"] == "completeness: the answer has only 4 words"
     assert back["rejected"]["correct_answer"] == RIGHT["correct_answer"]
 

@@ -381,7 +381,8 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
     """A correction failing a dataset check is left out (named with its rule in the log, the run and
     the registry; back in the review queue with the reason) and the run goes on. A crash right after
     training leaves the run resumable at `evaluate`; the rerun trains nothing, keeps the version, and
-    gates that cannot pass keep it as `rejected` with its report (exit 1)."""
+    gates that cannot pass keep it as `rejected` with its report (exit 1). Corrections stored after the
+    run collected its own wait for the next run: the dataset does not read them either."""
     failing = plant_failing_correction(sqlite_url)
     ids = plant_corrections(sqlite_url)
     register_parent(sqlite_url, adapters_dir)
@@ -391,7 +392,15 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
     def crash(self: Pipeline) -> None:
         raise RuntimeError("simulated crash after training")
 
+    late: list[int] = []
+    build_dataset = Pipeline.step_dataset
+
+    def dataset_after_late_corrections(self: Pipeline) -> None:
+        late.extend(plant_corrections(sqlite_url))
+        build_dataset(self)
+
     monkeypatch.setattr(Pipeline, "step_evaluate", crash)
+    monkeypatch.setattr(Pipeline, "step_dataset", dataset_after_late_corrections)
     with caplog.at_level(logging.WARNING, logger="zantara.retrain"):
         crashed = retrain(options, hooks())
     assert crashed.exit_code == 2 and "simulated crash" in crashed.message
@@ -405,7 +414,9 @@ def test_crash_after_training_resumes_without_retraining_and_failing_gates_rejec
         ["tone"],
     )
     assert "formal question answered with casual words" in left["reason"]
-    assert run.details["corrections"] == 2
+    assert run.details["corrections"] == 2 and min(late) > max(ids)
+    manifest = json.loads((Path(run.details["dataset_dir"]) / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["corrections_from_database"] == 3, "the failing one and `ids`, not `late`"
     taught = Path(run.details["corrections_file"]).read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["id"] for line in taught] == ids
     (item,) = list_queue(sessions_for(sqlite_url)).items

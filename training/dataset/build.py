@@ -19,14 +19,14 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from knowledge.checklist import Issue
-from knowledge.corrections import DATABASE, overridable
+from knowledge.corrections import DATABASE, CorrectionRecord, overridable
 from knowledge.fact_check import FactChecker
 from knowledge.facts import load_facts
 from knowledge.paths import CONVERSATIONS_DIR, CORRECTIONS_DIR, DATA_DIR, FACTS_FILE, GENERAL_FILE, SEED_FILE
@@ -84,7 +84,9 @@ class BuildOptions:
     """What goes into a build (paths default to the project's own data) and how it is split.
 
     `database_url` adds the database's corrections and applies its dataset review verdicts (a record
-    is decided after `reviews_required` verdicts). `include_unvalidated` keeps pairs nobody has
+    is decided after `reviews_required` verdicts); `database_corrections`, when given, are those
+    corrections as the caller already read them (a retrain reads them once, up to the newest one its run
+    recorded), and the database is not read for them again. `include_unvalidated` keeps pairs nobody has
     validated yet: true here (a library build keeps every pair, as before review existed), false by
     default on the command line (`--include-unvalidated` turns it on).
     """
@@ -95,6 +97,7 @@ class BuildOptions:
     conversations: list[Path] = field(default_factory=lambda: sorted(CONVERSATIONS_DIR.glob("*.jsonl")))
     extra: list[Path] = field(default_factory=list)
     database_url: str | None = None
+    database_corrections: Sequence[CorrectionRecord] | None = None
     include_unvalidated: bool = True
     reviews_required: int = 1
     per_register: int = 5
@@ -148,6 +151,13 @@ class Sources:
     fact_checker: FactChecker
 
 
+def _database_corrections(options: BuildOptions) -> list[CorrectionRecord]:
+    """The feedback database's corrections, personal data scrubbed (see `load_corrections_db`)."""
+    if options.database_corrections is not None:
+        return [record.scrubbed() for record in options.database_corrections]
+    return load_corrections_db(options.database_url) if options.database_url else []
+
+
 def collect_pairs(
     options: BuildOptions, generator: Generator, notes: list[str], progress: bool = True
 ) -> Sources:
@@ -165,7 +175,7 @@ def collect_pairs(
             seeds, by_seed, generator, options.synthetic_per_seed, lambda: bar.advance(task)
         )
     corrections = [record for path in options.corrections for record in load_corrections_file(path)]
-    from_database = load_corrections_db(options.database_url) if options.database_url else []
+    from_database = _database_corrections(options)
     corrections += from_database
     correction_pairs: list[Pair] = []
     for record in corrections:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from knowledge.corrections import DATABASE, CorrectionRecord
+from knowledge.corrections import CorrectionRecord
 from knowledge.records import CATEGORIES
 from training.dataset.files import DatasetInputError, read_items
 
@@ -38,19 +38,7 @@ def load_corrections_db(database_url: str) -> list[CorrectionRecord]:
 
     engine = create_db_engine(database_url)
     try:
-        return [
-            CorrectionRecord(
-                row.query,
-                row.model_answer_wrong,
-                row.correct_answer,
-                row.why_wrong,
-                row.lesson,
-                row.category if row.category in CATEGORIES else None,
-                f"{DATABASE}{row.id}",
-                row.check_override,
-            ).scrubbed()
-            for row in corrections_after(make_session_factory(engine), None)
-        ]
+        return [record.scrubbed() for record in corrections_after(make_session_factory(engine), None)]
     finally:
         engine.dispose()
 
@@ -85,11 +73,11 @@ def _parse(path: Path, line: int, value: Any) -> CorrectionRecord:
             path, line, f"unknown category {category!r} (expected one of: {', '.join(CATEGORIES)})"
         )
     return CorrectionRecord(
-        value["query"],
-        value["model_answer_wrong"],
-        value["correct_answer"],
-        value.get("why_wrong", ""),
-        value.get("lesson", ""),
-        category,
-        f"{path.name}:{line}",
+        query=value["query"],
+        model_answer_wrong=value["model_answer_wrong"],
+        correct_answer=value["correct_answer"],
+        why_wrong=value.get("why_wrong", ""),
+        lesson=value.get("lesson", ""),
+        category=category,
+        origin=f"{path.name}:{line}",
     )

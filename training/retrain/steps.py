@@ -38,6 +38,7 @@ from training.retrain.config import (
 )
 
 if TYPE_CHECKING:
+    from knowledge.corrections import CorrectionRecord
     from training.dataset.build import LeftOutCorrection
 
 log = logging.getLogger("zantara.retrain")
@@ -49,6 +50,7 @@ class Steps:
     def __init__(self, options: RetrainOptions, sessions: sessionmaker[Session], hooks: EvalHooks) -> None:
         self.options, self.sessions, self.hooks = options, sessions, hooks
         self._record: RunRecord | None = None
+        self._corrections: list[CorrectionRecord] | None = None
 
     @property
     def record(self) -> RunRecord:
@@ -70,6 +72,21 @@ class Steps:
         """Record step outputs on the run (see `feedback.retrain_runs.update_run`)."""
         with self.sessions.begin() as session:
             self._record = retrain_runs.update_run(session, self.record.id, **changes)
+
+    def corrections(self) -> list[CorrectionRecord]:
+        """Every correction no retrain rejected, up to the run's `last_correction_id` once recorded,
+        read once per process: the collect step, the dataset and the left-out bookkeeping all see the
+        same corrections, and one stored while the run goes on waits for the next run."""
+        from feedback.review_queue import corrections_after
+
+        if self._corrections is None:
+            newest = self.details.get("last_correction_id")
+            self._corrections = [
+                item
+                for item in corrections_after(self.sessions, None)
+                if newest is None or (item.database_id or 0) <= newest
+            ]
+        return self._corrections
 
     # -- what exists already --------------------------------------------------------------------
 
@@ -128,30 +145,28 @@ class Steps:
     def step_collect(self) -> None:
         """Corrections newer than the parent's (none ends the run, exit 3, unless forced), and the
         small `{question, answer}` file of them for the eval's corrections gate."""
-        from feedback.review_queue import corrections_after, latest_correction_id
-
         after = self.details.get("after_correction_id")
         recorded = "last_correction_id" in self.details
         path = self.details.get("corrections_file")
         if recorded and (path is None or Path(path).is_file() or self.evaluated()):
             log.info("%s new correction(s) (recorded)", self.details.get("corrections", 0))
             return
-        newest = self.details["last_correction_id"] if recorded else latest_correction_id(self.sessions)
-        found = [
-            item for item in corrections_after(self.sessions, after) if newest is None or item.id <= newest
-        ]
+        known = self.corrections()
+        found = [item for item in known if after is None or (item.database_id or 0) > after]
         asked = self.details.get("force") or self.details.get("asked_from_scratch")
         if not found and not asked:
             since = f" after correction #{after}" if after is not None else ""
             raise Finished("nothing", EXIT_NOTHING_NEW, f"nothing new to learn from: no corrections{since}")
+        newest = self.details["last_correction_id"] if recorded else None
+        newest = newest or max((item.database_id or 0 for item in known), default=0)
         target = self.run_dir / "corrections.jsonl"
         _write_jsonl(target, [_eval_pair(item) for item in found])
-        log.info("%d new correction(s) after #%s, up to #%s", len(found), after, newest)
+        log.info("%d new correction(s) after #%s, up to #%s", len(found), after, newest or None)
         self.save(
             details={
                 "corrections": len(found),
                 "corrections_file": str(target) if found else None,
-                "last_correction_id": max(newest or 0, after or 0) or None,
+                "last_correction_id": max(newest, after or 0) or None,
             }
         )
 
@@ -174,6 +189,7 @@ class Steps:
                 "include_unvalidated": self.options.include_unvalidated,
                 **self.options.dataset_overrides,
                 "database_url": self.options.database_url,
+                "database_corrections": self.corrections(),
             }
         )
         try:
@@ -215,11 +231,11 @@ class Steps:
         """Record the corrections the dataset left out on the run, reject them (back to the review queue
         with the reason), and drop them from the run's corrections; ends the run (exit 3) when no new
         correction is left to learn from and the run was not forced."""
-        from feedback.review_queue import corrections_after, reject_corrections
+        from feedback.review_queue import reject_corrections
 
         left = {entry["correction_id"]: entry for entry in self.details.get("corrections_left_out", [])}
         if found:
-            interactions = {item.id: item.interaction_id for item in corrections_after(self.sessions, None)}
+            interactions = {item.database_id: item.interaction_id for item in self.corrections()}
             for item in found:
                 left[item.correction_id] = {
                     **item.to_json(),
@@ -478,20 +494,10 @@ def gate_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _eval_pair(item: Any) -> dict[str, Any]:
+def _eval_pair(item: CorrectionRecord) -> dict[str, Any]:
     """A stored correction as the corrections gate reads it, personal data scrubbed as in the dataset."""
-    from knowledge.corrections import CorrectionRecord
-
-    record = CorrectionRecord(
-        item.query,
-        item.model_answer_wrong,
-        item.correct_answer,
-        item.why_wrong,
-        item.lesson,
-        item.category,
-        "",
-    ).scrubbed()
-    return {"id": item.id, "question": record.query, "answer": record.correct_answer}
+    record = item.scrubbed()
+    return {"id": item.database_id, "question": record.query, "answer": record.correct_answer}
 
 
 def _ids(ids: list[int]) -> str:
