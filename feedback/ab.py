@@ -13,8 +13,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -77,7 +79,8 @@ class ABSummary:
     losses: int
     ties: int
     win_rate: float | None
-    win_rate_ci: tuple[float, float] | None
+    # a list, not a tuple: Schemathesis 4 misreads a tuple's `prefixItems` schema
+    win_rate_ci: Annotated[list[float] | None, Field(min_length=2, max_length=2)]
     mean_ratings: dict[str, dict[str, float]]
     krippendorff_alpha: float | None
 
@@ -220,13 +223,13 @@ def submit_judgment(
         raise AlreadyJudgedError(pair_id) from None
 
 
-def _bootstrap_ci(per_pair: list[tuple[float, int]], rounds: int = 2000) -> tuple[float, float]:
+def _bootstrap_ci(per_pair: list[tuple[float, int]], rounds: int = 2000) -> list[float]:
     scores = np.array([score for score, _ in per_pair])
     counts = np.array([count for _, count in per_pair])
     picks = np.random.default_rng(0).integers(0, len(per_pair), size=(rounds, len(per_pair)))
     rates = scores[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high = np.percentile(rates, [2.5, 97.5])
-    return float(low), float(high)
+    return [float(low), float(high)]
 
 
 def _alpha(rows: Sequence[ABJudgment]) -> float | None:

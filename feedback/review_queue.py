@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,37 +37,38 @@ MAX_PAGE = 100
 
 @dataclass(frozen=True)
 class RejectedCorrection:
-    """An earlier correction of a queued item that a retrain left out, and why."""
+    """An earlier correction of the item that a retrain left out: what it said and why it was left out."""
 
     correction_id: int
     correct_answer: str
     why_wrong: str
     lesson: str
-    reason: str
+    reason: Annotated[str, Field(description="The dataset rule it broke and what was found.")]
     rejected_at: datetime
 
 
 @dataclass(frozen=True)
 class QueueItem:
-    """A low-rated interaction as a reviewer sees it."""
+    """A low-rated interaction as the reviewer sees it (the review API's item, as it is)."""
 
     interaction_id: str
     created_at: datetime
-    messages: list[dict[str, Any]]
+    messages: Annotated[list[dict[str, Any]], Field(description="The conversation the answer replied to.")]
+    query: Annotated[str, Field(description="Its last user message: the question a correction answers.")]
     answer: str
-    variant: str
-    target: str | None
-    adapter: str | None
-    """`NAME@VERSION` of the adapter that answered; None for the base model."""
+    variant: Annotated[str, Field(description="`base` or `tuned`.")]
+    target: Annotated[
+        str | None, Field(description="The router's target: `base`, `live`, `canary` or `pinned`.")
+    ]
+    adapter: Annotated[
+        str | None, Field(description="`NAME@VERSION` of the adapter that answered; null for the base.")
+    ]
     stars: int
     comment: str | None
-    rejected: RejectedCorrection | None = None
-    """The newest correction of this item a retrain rejected (None when there is none)."""
-
-    @property
-    def query(self) -> str:
-        """The question being answered: the conversation's last user message."""
-        return last_user_message(self.messages)
+    rejected: Annotated[
+        RejectedCorrection | None,
+        Field(description="The newest correction of it a retrain left out; null when there is none."),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def _item(interaction: Interaction, rating: Rating, rejected: RejectedCorrection
         interaction_id=interaction.id,
         created_at=_aware(interaction.created_at),
         messages=list(interaction.messages),
+        query=last_user_message(interaction.messages),
         answer=interaction.answer,
         variant=interaction.variant,
         target=interaction.target,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from feedback.ab import NewPair, ab_summary, queue_pairs
+from feedback.ab import ABSummary, NewPair, ab_summary, queue_pairs
 from service.deps import StateDep, require_admin
 from service.protocol import NO_NUL, ErrorResponse
 
@@ -43,22 +41,6 @@ class QueuedPairs(BaseModel):
     ids: list[int]
 
 
-class SummaryOut(BaseModel):
-    """`feedback.ab.ABSummary`: win rate (ties count half) with its 95% interval, mean 1-10 ratings per
-    variant, and Krippendorff's alpha between reviewers."""
-
-    adapter: str
-    judgments: int
-    wins: int
-    losses: int
-    ties: int
-    win_rate: float | None
-    # a list, not a tuple: Schemathesis 4 misreads the tuple's `prefixItems` schema
-    win_rate_ci: list[float] | None = Field(min_length=2, max_length=2)
-    mean_ratings: dict[str, dict[str, float]]
-    krippendorff_alpha: float | None
-
-
 @router.post("/pairs", response_model=QueuedPairs, status_code=201)
 async def add_pairs(body: list[PairIn], state: StateDep) -> QueuedPairs:
     """Queue base-vs-adapter pairs for blind review."""
@@ -66,9 +48,10 @@ async def add_pairs(body: list[PairIn], state: StateDep) -> QueuedPairs:
     return QueuedPairs(ids=await run_in_threadpool(queue_pairs, state.sessions, pairs))
 
 
-@router.get("/summary", response_model=SummaryOut)
+@router.get("/summary", response_model=ABSummary)
 async def summary(
     state: StateDep, adapter: str = Query(min_length=1, max_length=200, pattern=NO_NUL)
-) -> SummaryOut:
-    """The reviewers' verdicts on one adapter's pairs (for `zantara eval --endpoint`)."""
-    return SummaryOut(**asdict(await run_in_threadpool(ab_summary, state.sessions, adapter)))
+) -> ABSummary:
+    """The reviewers' verdicts on one adapter's pairs (for `zantara eval --endpoint`): win rate (ties
+    count half) with its 95% interval, mean 1-10 ratings per variant, Krippendorff's alpha."""
+    return await run_in_threadpool(ab_summary, state.sessions, adapter)

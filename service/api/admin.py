@@ -4,6 +4,7 @@ and adapters at run time."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -155,14 +156,8 @@ class RegistryView(AdapterView):
 
 
 def _view(state_rollout: Rollout, loaded: list[AdapterInfo]) -> RolloutView:
-    return RolloutView(
-        percentage=state_rollout.percentage,
-        adapter=state_rollout.adapter,
-        live_adapter=state_rollout.live_adapter,
-        updated_at=state_rollout.updated_at,
-        updated_by=state_rollout.updated_by,
-        adapters_loaded=[a.key for a in loaded],
-    )
+    """The rollout and the adapters this replica holds."""
+    return RolloutView.model_validate({**asdict(state_rollout), "adapters_loaded": [a.key for a in loaded]})
 
 
 @router.get("/rollout", response_model=RolloutView)
@@ -299,7 +294,7 @@ async def load_adapter(body: AdapterLoad, state: StateDep) -> AdapterView:
     except InvalidRequestError as error:
         status = 409 if error.code == "adapter_exists" else 400
         raise APIError(status, str(error), code=error.code, param=error.param) from None
-    return AdapterView(key=info.key, name=info.name, version=info.version, path=info.path)
+    return AdapterView.model_validate(info, from_attributes=True)
 
 
 def _is_adapter_dir(path: str) -> bool:

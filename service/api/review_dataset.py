@@ -9,6 +9,7 @@ reviewers' agreement. How a record is decided: `feedback.dataset_review`.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
@@ -181,17 +182,8 @@ async def _store(
 
 
 def _record_out(record: RecordView, required: int) -> RecordOut:
-    return RecordOut(
-        id=record.id,
-        dataset_version=record.dataset_version,
-        question=record.question,
-        answer=record.answer,
-        category=record.category,
-        register_=record.register,
-        source=record.source,
-        reviews=record.reviews,
-        required_reviews=required,
-    )
+    """The record's public fields (not when it was submitted), with the reviews it needs."""
+    return RecordOut.model_validate({**asdict(record), "required_reviews": required})
 
 
 @router.get("/api/dataset/next", response_model=NextRecordResponse, responses={401: {"model": ErrorResponse}})
@@ -221,21 +213,8 @@ async def api_review(
 
 
 def _summary_out(done: Summary) -> SummaryResponse:
-    agreement = done.agreement
-    return SummaryResponse(
-        required_reviews=done.required_reviews,
-        records=done.records,
-        validated=done.validated,
-        edited=done.edited,
-        rejected=done.rejected,
-        pending=done.pending,
-        reviews=done.reviews,
-        agreement=AgreementOut(
-            records=agreement.records,
-            mean_share=agreement.mean_share,
-            krippendorff_alpha=agreement.krippendorff_alpha,
-        ),
-    )
+    """The summary as the API shows it (agreement as a count of records, not each record's share)."""
+    return SummaryResponse.model_validate(done, from_attributes=True)
 
 
 @router.get("/api/dataset/summary", response_model=SummaryResponse, responses={401: {"model": ErrorResponse}})

@@ -15,7 +15,6 @@ unreadable records cannot be overridden). `POST /review/api/queue/{interaction_i
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from feedback.review_queue import (
     MAX_PAGE,
     NotInQueueError,
     QueueItem,
+    QueuePage,
     UnknownItemError,
     correct,
     dismiss,
@@ -101,44 +101,6 @@ class CheckRequest(BaseModel):
     correct_answer: Answer
 
 
-class RejectedOut(BaseModel):
-    """An earlier correction of the item that a retrain left out: what it said and why it was left out."""
-
-    correction_id: int
-    correct_answer: str
-    why_wrong: str
-    lesson: str
-    reason: str = Field(description="The dataset rule it broke and what was found.")
-    rejected_at: datetime
-
-
-class QueueItemOut(BaseModel):
-    """A low-rated interaction as the reviewer sees it."""
-
-    interaction_id: str
-    created_at: datetime
-    messages: list[dict[str, Any]] = Field(description="The conversation the answer replied to.")
-    query: str = Field(description="Its last user message: the question a correction answers.")
-    answer: str
-    variant: str = Field(description="`base` or `tuned`.")
-    target: str | None = Field(description="The router's target: `base`, `live`, `canary` or `pinned`.")
-    adapter: str | None = Field(description="`NAME@VERSION` of the adapter that answered; null for the base.")
-    stars: int
-    comment: str | None
-    rejected: RejectedOut | None = Field(
-        default=None, description="A correction of it a retrain left out; null when there is none."
-    )
-
-
-class QueueOut(BaseModel):
-    """One page of the queue and its total size."""
-
-    items: list[QueueItemOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class ReviewDone(BaseModel):
     """What was stored: a correction (with its id and category) or a dismissal."""
 
@@ -179,23 +141,6 @@ class CheckOut(FactCheckOut):
     """`ok` unless a verified fact is contradicted or a dataset check fails (`problems`)."""
 
     problems: list[DatasetProblem]
-
-
-def _out(item: QueueItem) -> QueueItemOut:
-    rejected = item.rejected
-    return QueueItemOut(
-        interaction_id=item.interaction_id,
-        created_at=item.created_at,
-        messages=item.messages,
-        query=item.query,
-        answer=item.answer,
-        variant=item.variant,
-        target=item.target,
-        adapter=item.adapter,
-        stars=item.stars,
-        comment=item.comment,
-        rejected=RejectedOut(**vars(rejected)) if rejected is not None else None,
-    )
 
 
 def _refused(error: UnknownItemError | NotInQueueError) -> APIError:
@@ -338,16 +283,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/api/queue", response_model=QueueOut, responses={401: {"model": ErrorResponse}})
+@router.get("/api/queue", response_model=QueuePage, responses={401: {"model": ErrorResponse}})
 async def api_queue(
     state: StateDep,
     _: ReviewerAPIDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE_SIZE,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> QueueOut:
+) -> QueuePage:
     """A page of the review queue: answers rated under 3 stars, lowest stars first, then newest."""
-    page = await run_in_threadpool(lambda: list_queue(state.sessions, limit=limit, offset=offset))
-    return QueueOut(items=[_out(item) for item in page.items], total=page.total, limit=limit, offset=offset)
+    return await run_in_threadpool(lambda: list_queue(state.sessions, limit=limit, offset=offset))
 
 
 @router.post("/api/queue/{interaction_id}/check", response_model=CheckOut, responses=_ERRORS)

@@ -80,7 +80,7 @@ def ab_summaries(database_url: str, variants: Sequence[Variant]) -> dict[str, di
         return {variant.key: {"reason": "the A/B review tables are not installed"} for variant in adapters}
     try:
         with _sessions(database_url) as sessions:
-            return {variant.key: _plain(asdict(ab_summary(sessions, variant.key))) for variant in adapters}
+            return {variant.key: asdict(ab_summary(sessions, variant.key)) for variant in adapters}
     except Exception as exc:  # noqa: BLE001 - a missing review database must not stop the evaluation
         return {variant.key: {"reason": f"A/B review database unavailable: {exc}"} for variant in adapters}
 
@@ -96,9 +96,3 @@ def _sessions(database_url: str) -> Iterator[Any]:
         yield make_session_factory(engine)
     finally:
         engine.dispose()
-
-
-def _plain(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary as JSON values (the interval as a list)."""
-    ci = summary.get("win_rate_ci")
-    return {**summary, "win_rate_ci": list(ci) if ci is not None else None}
