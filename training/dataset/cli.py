@@ -1,4 +1,5 @@
-"""`zantara dataset ...`: build, check, stats, submit, import-conversations, import-corrections.
+"""`zantara dataset ...`: build, check, stats, submit, import-conversations, import-corrections, and
+`zantara dataset preferences build|check` (KTO/DPO datasets from the feedback loop).
 
 Registered in the main CLI with `app.add_typer(dataset_app, name="dataset")`.
 """
@@ -6,8 +7,10 @@ Registered in the main CLI with `app.add_typer(dataset_app, name="dataset")`.
 from __future__ import annotations
 
 import json
+import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,21 +19,55 @@ from rich.markup import escape
 from knowledge.checklist import Issue
 from knowledge.fact_check import FactChecker
 from knowledge.facts import load_facts
-from training.dataset.build import DEFAULT_FACTS, DEFAULT_SEED, BuildError, BuildOptions, build
+from training.dataset.build import (
+    DEFAULT_FACTS,
+    DEFAULT_SEED,
+    BuildError,
+    BuildOptions,
+    build,
+    default_datasets_dir,
+)
 from training.dataset.checks import Report, check_file
 from training.dataset.conversations import import_conversations
 from training.dataset.corrections import load_corrections_file, store_corrections
 from training.dataset.files import DatasetInputError, write_jsonl
 from training.dataset.generator import EndpointClient, EndpointConfig, Generator, ModelGenerator
+from training.dataset.preferences import (
+    DEFAULT_DESIRABLE,
+    DEFAULT_PER_USER_CAP,
+    DEFAULT_UNDESIRABLE,
+    PreferenceOptions,
+)
+from training.dataset.preferences_build import (
+    DEFAULT_TEST_SHARE,
+    NothingToBuildError,
+    PreferenceBuildError,
+    PreferenceBuildOptions,
+    build_preferences,
+    newest_dataset,
+)
+from training.dataset.preferences_filters import check_preference_file, eval_questions
 from training.dataset.stats import dataset_stats, file_stats, render, source_stats
 from training.dataset.validation import unvalidated_records
 
 app = typer.Typer(help="Build, check and inspect the ZANTARA training dataset.", no_args_is_help=True)
+preferences_app = typer.Typer(
+    help="Preference (KTO, DPO) datasets from ratings, corrections and A/B verdicts.", no_args_is_help=True
+)
+app.add_typer(preferences_app, name="preferences")
 console = Console()
 errors = Console(stderr=True)
 
 EXIT_ERRORS = 1
 EXIT_BAD_INPUT = 2
+EXIT_NOTHING = 3
+
+
+class PreferenceKind(StrEnum):
+    """The preference dataset kinds: KTO (unpaired, labelled answers) or DPO (chosen/rejected pairs)."""
+
+    kto = "kto"
+    dpo = "dpo"
 
 
 @app.command("build")
@@ -259,6 +296,139 @@ def import_corrections_command(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     added = store_corrections(database_url, records, reviewer)
     console.print(f"{added} correction(s) stored, {len(records) - added} already present")
+
+
+@preferences_app.command("build")
+def preferences_build_command(
+    kind: Annotated[
+        PreferenceKind, typer.Option(help="kto (labelled answers) or dpo (chosen/rejected pairs).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: preferences/<version> in ZANTARA_VAR_DIR, ./var)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The feedback database (default: ZANTARA_DATABASE_URL, else VAR/zantara.db)."),
+    ] = None,
+    eval_dataset: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset folder the evaluator uses: no row may share a question with its test or "
+            "validation split (default: the newest `zantara dataset build` under VAR/datasets)."
+        ),
+    ] = None,
+    desirable: Annotated[
+        int, typer.Option(min=2, max=5, help="Stars from which a rated answer is desirable.")
+    ] = DEFAULT_DESIRABLE,
+    undesirable: Annotated[
+        int, typer.Option(min=1, max=4, help="Stars up to which a rated answer is undesirable.")
+    ] = DEFAULT_UNDESIRABLE,
+    per_user_cap: Annotated[
+        int, typer.Option(min=1, help="Rows at most from one user's answers.")
+    ] = DEFAULT_PER_USER_CAP,
+    test_share: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of questions held out as test.jsonl.")
+    ] = DEFAULT_TEST_SHARE,
+    facts: Annotated[Path, typer.Option(help="Fact registry for the figures check.")] = DEFAULT_FACTS,
+) -> None:
+    """Build a KTO or DPO dataset from the feedback database. Exit 0 built, 1 unusable (KTO with one
+    label only), 2 bad input, 3 nothing to build."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from database.engine import create_db_engine, make_session_factory
+    from feedback.preferences import read_signals
+    from training.retrain.cli import resolve_database_url, resolve_var_dir
+
+    try:
+        thresholds = PreferenceOptions(desirable=desirable, undesirable=undesirable)
+    except ValueError as exc:
+        errors.print(f"[red]error:[/] --desirable/--undesirable: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    env = os.environ
+    url = resolve_database_url(database_url, resolve_var_dir(None, env), env)
+    evaluated = eval_dataset or newest_dataset(default_datasets_dir())
+    if evaluated is None:
+        errors.print(
+            f"[red]error:[/] no dataset under {default_datasets_dir()} to check leakage against: "
+            "build one with `zantara dataset build` or pass --eval-dataset DIR"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        evaluation = eval_questions(evaluated)
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] --eval-dataset: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    engine = create_db_engine(url)
+    try:
+        signals = read_signals(make_session_factory(engine))
+    except SQLAlchemyError as exc:
+        errors.print(
+            f"[red]error:[/] cannot read the feedback database ({type(exc).__name__}); "
+            "is it reachable and its schema up to date (`zantara db upgrade`)?"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    finally:
+        engine.dispose()
+    options = PreferenceBuildOptions(
+        kind=kind.value,
+        evaluation=evaluation,
+        thresholds=thresholds,
+        per_user_cap=per_user_cap,
+        test_share=test_share,
+        facts_path=facts,
+    )
+    try:
+        result = build_preferences(signals, options, out, force=force)
+    except NothingToBuildError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING) from None
+    except PreferenceBuildError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_ERRORS) from None
+    except FileExistsError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _print_preferences(result.manifest, result.out)
+
+
+@preferences_app.command("check")
+def preferences_check_command(
+    file: Annotated[Path, typer.Argument(help="A preference .jsonl (TRL KTO or DPO rows).")],
+    facts: Annotated[Path, typer.Option(help="Fact registry for the figures check.")] = DEFAULT_FACTS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    max_shown: Annotated[int, typer.Option(help="Show at most this many findings per severity.")] = 200,
+) -> None:
+    """The review checklist on a preference file. Exit 0 clean (warnings allowed), 1 errors, 2 unreadable."""
+    try:
+        checker = FactChecker(load_facts(facts)) if facts.exists() else None
+        report = check_preference_file(file, checker)
+    except DatasetInputError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        _print_report(report, max_shown, facts_used=checker is not None)
+    if report.errors:
+        raise typer.Exit(EXIT_ERRORS)
+
+
+def _print_preferences(manifest: dict[str, Any], out: Path) -> None:
+    counts = manifest["counts"]
+    console.print(f"[green]built[/] {manifest['version']} -> {out}")
+    console.print(f"{counts['total']} row(s): " + ", ".join(f"{k} {v}" for k, v in counts["splits"].items()))
+    console.print("by source: " + json.dumps(counts["sources"], ensure_ascii=False))
+    left = manifest["left_out"]
+    console.print("left out: " + (", ".join(f"{k} {v}" for k, v in left.items()) or "none"))
+    balance = manifest.get("balance")
+    if balance:
+        console.print(
+            f"KTO balance {balance['desirable']}:{balance['undesirable']}; desirable_weight "
+            f"{balance['desirable_weight']}, undesirable_weight {balance['undesirable_weight']} "
+            f"(weighted {balance['weighted_ratio']})"
+        )
 
 
 def _generator(url: str | None, model: str) -> Generator:
