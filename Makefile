@@ -62,7 +62,7 @@ $(PROMETHEUS):
 
 prometheus: $(PROMETHEUS)
 
-test: install browser prometheus lint
+test: install browser prometheus lint vllm
 	$(BIN)/python -m pytest -q --durations=15
 
 # Everyday work: everything but the slowest end-to-end tests (`make test` and CI run them all).
