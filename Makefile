@@ -2,16 +2,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch first, from the CPU wheel: letting pip resolve torch itself would pull a multi-GB CUDA build.
+# torch first, from the CPU wheel: letting pip resolve torch itself would pull a multi-GB CUDA build (the
+# vllm venv below; the main venv takes the same wheel from uv.lock).
 TORCH_SPEC ?= torch==2.13.0
+# The main venv holds exactly what uv.lock pins (what CI tested), installed by uv: torch from the CPU wheel
+# in /opt/wheels (pyproject.toml's [tool.uv.sources]), the rest from PyPI, this project editable. After
+# changing the dependencies in pyproject.toml, run `.venv/bin/uv lock` and commit uv.lock with it
+# (`--locked` refuses a stale lock). `--inexact` leaves pip (tests/deploy/test_wheel.py builds with it).
+UV_SPEC ?= uv==0.13.10
 
 .PHONY: install browser prometheus serve test test-fast lint bench bench-router clean vllm
 
-$(BIN)/zantara: pyproject.toml
+$(BIN)/zantara: pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --upgrade pip "$(UV_SPEC)"
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --quiet --locked --inexact --extra dev
 	touch $(BIN)/zantara
 
 install: $(BIN)/zantara

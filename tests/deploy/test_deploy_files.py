@@ -306,6 +306,10 @@ def test_cpu_torch_matches_the_makefile() -> None:
     assert make_spec.group(1) == docker_spec.group(1), (
         "the cpu image and `make` should install the same torch"
     )
+    locked = [p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"] if p["name"] == "torch"]
+    assert [p["version"] for p in locked] == [f"{make_spec.group(1)}+cpu"], (
+        "uv.lock (the main venv) should pin the same CPU torch as `make vllm` and the cpu image"
+    )
 
 
 def test_build_context_holds_what_the_dockerfile_copies() -> None:
