@@ -163,8 +163,10 @@ def test_production_refuses_an_open_v1_unless_it_says_so() -> None:
 
 
 def test_serve_prints_the_database_url_without_its_password(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_dirs: tuple[Path, Path]
 ) -> None:
+    """`serve` names the database without its password (the demo model is the cached one, so nothing
+    is built here)."""
     from service import shutdown
 
     served: dict[str, object] = {}
@@ -173,6 +175,8 @@ def test_serve_prints_the_database_url_without_its_password(
         "ZANTARA_DATABASE_URL", "postgresql+psycopg://zantara:s3cret-PW@db.internal:5432/zantara"
     )
     monkeypatch.setenv("ZANTARA_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ZANTARA_MODELS_DIR", str(demo_dirs[0]))
+    monkeypatch.setenv("ZANTARA_ADAPTERS_DIR", str(demo_dirs[1]))
     result = CliRunner().invoke(cli_app, ["serve", "--port", "8123"])
     assert result.exit_code == 0, result.output
     printed = result.output.replace("\n", "")
