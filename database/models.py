@@ -54,6 +54,13 @@ class Interaction(Base):
     streamed: Mapped[bool] = mapped_column(Boolean, default=False)
     key_hash: Mapped[str | None] = mapped_column(String(64))
     """Hash of the API key that received the answer (None when `/v1` is open): only it may rate."""
+    fact_critical: Mapped[int | None] = mapped_column(Integer, index=True)
+    """Figures of the answer that contradict a verified fact of the registry (a critical error: the
+    answer is in the review queue); None until the background check has read it."""
+    fact_warnings: Mapped[int | None] = mapped_column(Integer)
+    """Figures that disagree only with registry facts still waiting for confirmation; None until checked."""
+    fact_findings: Mapped[list[dict[str, Any]] | None]
+    """Each such figure: severity, the figure as written, the facts and their values (JSON)."""
 
     rating: Mapped[Rating | None] = relationship(back_populates="interaction", uselist=False)
 

@@ -8,6 +8,8 @@ live). Pinned requests (a model named explicitly) belong to neither arm. Per arm
   the hash of the API key that received the answer, else the answer itself), so one client rating
   many answers weighs as one user; also how many ratings there are in all;
 - requests, failed generations (`finish_reason == "error"`) and the distinct users served;
+- answers whose figures the background fact check has read (`fact_critical` set), and those among
+  them with a critical error (a figure contradicting a verified registry fact);
 - latency per output token (`latency_s / completion_tokens` of every answer with tokens that did not
   fail): its median and 90th percentile, so answer length does not count and one slow answer does not
   decide.
@@ -49,6 +51,10 @@ class ArmStats:
     """Answers whose latency per output token counts (tokens generated, not failed)."""
     median_s_per_token: float | None
     p90_s_per_token: float | None
+    fact_checked: int = 0
+    """Answers whose figures the background fact check has read."""
+    fact_critical: int = 0
+    """Of those, answers with at least one critical fact error (a contradicted verified fact)."""
 
     @property
     def rated(self) -> int:
@@ -69,6 +75,11 @@ class ArmStats:
     def error_rate(self) -> float | None:
         """Share of requests whose generation failed, None without requests."""
         return self.errors / self.requests if self.requests else None
+
+    @property
+    def fact_error_rate(self) -> float | None:
+        """Share of fact-checked answers with a critical fact error, None without checked answers."""
+        return self.fact_critical / self.fact_checked if self.fact_checked else None
 
 
 @dataclass(frozen=True)
@@ -190,11 +201,13 @@ def _read_arm(
             )
         ).tuples()
     }
-    requests, errors, users = session.execute(
+    requests, errors, users, checked, critical = session.execute(
         select(
             func.count(Interaction.id),
             func.coalesce(func.sum(case((Interaction.finish_reason == "error", 1), else_=0)), 0),
             func.count(distinct(user_of_interaction())),
+            func.count(Interaction.fact_critical),
+            func.coalesce(func.sum(case((Interaction.fact_critical > 0, 1), else_=0)), 0),
         ).where(arm)
     ).one()
     timed, median, p90 = _s_per_token(session, arm)
@@ -209,6 +222,8 @@ def _read_arm(
         timed=timed,
         median_s_per_token=median,
         p90_s_per_token=p90,
+        fact_checked=int(checked),
+        fact_critical=int(critical),
     )
 
 

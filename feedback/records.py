@@ -55,6 +55,18 @@ class InteractionRecord:
     key_hash: str | None = None
     """`api_key_hash` of the API key the answer went to; None when `/v1` is open (anyone may rate it)."""
     created_at: datetime = field(default_factory=utcnow)
+    fact_critical: int | None = None
+    """Figures of the answer contradicting a verified registry fact; None until checked
+    (`feedback.answer_facts`)."""
+    fact_warnings: int | None = None
+    """Figures disagreeing only with registry facts that wait for confirmation; None until checked."""
+    fact_findings: list[dict[str, Any]] | None = None
+    """Each such figure (`feedback.answer_facts.finding_json`); None until checked."""
+
+    @property
+    def fact_checked(self) -> bool:
+        """Whether the answer's figures were checked against the fact registry."""
+        return self.fact_critical is not None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (for the spool)."""

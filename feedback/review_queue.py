@@ -1,11 +1,15 @@
 """The review queue and the corrections it produces.
 
-The queue holds every interaction whose current rating is under `REVIEW_THRESHOLD` stars that no
-reviewer has corrected or dismissed yet, lowest stars first, then newest first. A reviewer either
-corrects an item (the right answer, why the model's was wrong, the lesson: the error-correction record
-training learns from) or dismisses it with a reason. Both take a lock on the interaction's row first
-(a row lock on PostgreSQL, the write lock on SQLite), so of two reviewers acting on one item at once
-exactly one succeeds and the other is told it left the queue.
+The queue holds every interaction whose current rating is under `REVIEW_THRESHOLD` stars, or whose
+answer contradicts a verified fact of the registry (a critical error found by the background fact
+check, `feedback.answer_facts`; rated or not), that no reviewer has corrected or dismissed yet: lowest
+stars first (an unrated answer with a critical error before every rated one), then newest first. Each
+item says why it is there (`reason`) and lists the figures the check found (`fact_findings`).
+
+A reviewer either corrects an item (the right answer, why the model's was wrong, the lesson: the
+error-correction record training learns from) or dismisses it with a reason. Both take a lock on
+the interaction's row first (a row lock on PostgreSQL, the write lock on SQLite), so of two reviewers
+acting on one item at once exactly one succeeds and the other is told it left the queue.
 
 A correction a retrain could not use (it fails a dataset check) is rejected with the reason
 (`reject_corrections`): training no longer reads it, and its interaction is back in the queue showing
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from database.models import Correction, Interaction, Rating, ReviewDismissal, utcnow
@@ -49,7 +54,8 @@ class RejectedCorrection:
 
 @dataclass(frozen=True)
 class QueueItem:
-    """A low-rated interaction as the reviewer sees it (the review API's item, as it is)."""
+    """A low-rated interaction, or one whose answer contradicts a verified fact, as the reviewer sees
+    it (the review API's item, as it is)."""
 
     interaction_id: str
     created_at: datetime
@@ -63,12 +69,30 @@ class QueueItem:
     adapter: Annotated[
         str | None, Field(description="`NAME@VERSION` of the adapter that answered; null for the base.")
     ]
-    stars: int
+    stars: Annotated[int | None, Field(description="Its current rating; null when nobody rated it.")]
     comment: str | None
     rejected: Annotated[
         RejectedCorrection | None,
         Field(description="The newest correction of it a retrain left out; null when there is none."),
     ] = None
+    reason: Annotated[
+        Literal["low_rating", "fact_error"],
+        Field(
+            description="Why it is in the queue: `fact_error` when its answer contradicts a verified fact "
+            "of the registry (rated or not), else `low_rating` (rated under 3 stars)."
+        ),
+    ] = "low_rating"
+    fact_critical: Annotated[
+        int, Field(description="Figures of the answer that contradict a verified registry fact.")
+    ] = 0
+    fact_findings: Annotated[
+        list[dict[str, Any]],
+        Field(
+            description="Every figure the background fact check flagged: `severity` (`critical` or "
+            "`warning`), `stated` (the figure), `facts` (id, statement, value, source, verified), "
+            "`message`."
+        ),
+    ] = dataclass_field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,7 +111,8 @@ class UnknownItemError(LookupError):
 
 class NotInQueueError(ValueError):
     """The interaction is not (or no longer) in the queue; `reason` says why: `corrected`,
-    `dismissed` or `not_low_rated` (unrated, or rated `REVIEW_THRESHOLD` stars or more)."""
+    `dismissed` or `not_low_rated` (unrated, or rated `REVIEW_THRESHOLD` stars or more, and no
+    critical fact error)."""
 
     def __init__(self, interaction_id: str, reason: str) -> None:
         super().__init__(f"{interaction_id}: {reason}")
@@ -113,10 +138,17 @@ def _aware(moment: datetime) -> datetime:
 _USABLE = Correction.rejected_at.is_(None)
 _CORRECTED = exists().where(Correction.interaction_id == Interaction.id, _USABLE)
 _DISMISSED = exists().where(ReviewDismissal.interaction_id == Interaction.id)
-_IN_QUEUE: tuple[ColumnElement[bool], ...] = (Rating.stars < REVIEW_THRESHOLD, ~_CORRECTED, ~_DISMISSED)
+_FACT_ERROR = Interaction.fact_critical > 0
+_IN_QUEUE: tuple[ColumnElement[bool], ...] = (
+    or_(Rating.stars < REVIEW_THRESHOLD, _FACT_ERROR),
+    ~_CORRECTED,
+    ~_DISMISSED,
+)
 
 
-def _item(interaction: Interaction, rating: Rating, rejected: RejectedCorrection | None = None) -> QueueItem:
+def _item(
+    interaction: Interaction, rating: Rating | None, rejected: RejectedCorrection | None = None
+) -> QueueItem:
     adapter = (
         f"{interaction.adapter_name}@{interaction.adapter_version}"
         if interaction.adapter_name and interaction.adapter_version
@@ -131,9 +163,12 @@ def _item(interaction: Interaction, rating: Rating, rejected: RejectedCorrection
         variant=interaction.variant,
         target=interaction.target,
         adapter=adapter,
-        stars=rating.stars,
-        comment=rating.comment,
+        stars=rating.stars if rating is not None else None,
+        comment=rating.comment if rating is not None else None,
         rejected=rejected,
+        reason="fact_error" if interaction.fact_critical else "low_rating",
+        fact_critical=interaction.fact_critical or 0,
+        fact_findings=list(interaction.fact_findings or []),
     )
 
 
@@ -158,16 +193,21 @@ def _rejected(session: Session, interaction_ids: list[str]) -> dict[str, Rejecte
 
 
 def list_queue(sessions: sessionmaker[Session], *, limit: int = 50, offset: int = 0) -> QueuePage:
-    """One page of the queue (lowest stars first, then newest first) and the queue's size."""
+    """One page of the queue (lowest stars first, unrated ones with a critical fact error before
+    them, then newest first) and the queue's size."""
     if not 1 <= limit <= MAX_PAGE or offset < 0:
         raise ValueError(f"limit must be 1-{MAX_PAGE} and offset 0 or more")
     joined = (
-        select(Interaction, Rating).join(Rating, Rating.interaction_id == Interaction.id).where(*_IN_QUEUE)
+        select(Interaction, Rating)
+        .outerjoin(Rating, Rating.interaction_id == Interaction.id)
+        .where(*_IN_QUEUE)
     )
     with sessions() as session:
         total = session.scalar(select(func.count()).select_from(joined.subquery())) or 0
         rows = session.execute(
-            joined.order_by(Rating.stars, Interaction.created_at.desc(), Interaction.id.desc())
+            joined.order_by(
+                func.coalesce(Rating.stars, 0), Interaction.created_at.desc(), Interaction.id.desc()
+            )
             .limit(limit)
             .offset(offset)
         ).all()
@@ -176,7 +216,7 @@ def list_queue(sessions: sessionmaker[Session], *, limit: int = 50, offset: int 
     return QueuePage(items, total, limit, offset)
 
 
-def _queue_state(session: Session, interaction_id: str) -> tuple[Interaction, Rating]:
+def _queue_state(session: Session, interaction_id: str) -> tuple[Interaction, Rating | None]:
     """The interaction and its rating when it is in the queue; raises why not otherwise."""
     interaction = session.get(Interaction, interaction_id)
     if interaction is None:
@@ -186,7 +226,8 @@ def _queue_state(session: Session, interaction_id: str) -> tuple[Interaction, Ra
     if session.get(ReviewDismissal, interaction_id) is not None:
         raise NotInQueueError(interaction_id, "dismissed")
     rating = session.scalar(select(Rating).where(Rating.interaction_id == interaction_id))
-    if rating is None or rating.stars >= REVIEW_THRESHOLD:
+    low_rated = rating is not None and rating.stars < REVIEW_THRESHOLD
+    if not low_rated and not interaction.fact_critical:
         raise NotInQueueError(interaction_id, "not_low_rated")
     return interaction, rating
 

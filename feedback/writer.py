@@ -18,6 +18,12 @@
   it is queued, and dropped (logged and counted) if that interaction has not appeared in the database
   after `orphan_ttl_s` (another replica may still hold it in its own spool).
 - Text is stored as `feedback.text.storable` makes it (NUL and lone surrogates become U+FFFD).
+- With `check_facts` (`feedback.answer_facts.AnswerFacts.check`), every interaction's figures are
+  checked against the fact registry before it is stored or spooled: in the background batch, in a
+  worker thread, never while the chat request waits (a rating that comes while its answer still waits
+  here unchecked checks it first; a record spooled unchecked, at shutdown, is checked on replay).
+  `on_checked` sees each record once, with its counts, for the metrics. A check that fails (a bug)
+  is logged and the record stored unchecked: the check must never lose an answer.
 - A record the database refuses for its data (`database.engine.RECORD_ERRORS`) is no outage: the batch it
   came in is written again record by record, and each refused record is set aside in `dead_letters`
   (counted by `on_dead_letter`). A spooled entry is set aside after `max_tries` refused replays; the
@@ -103,8 +109,12 @@ class FeedbackWriter:
         stall_s: float = 10.0,
         on_dead_letter: Callable[[Kind], None] | None = None,
         spool_max_bytes: int | None = None,
+        check_facts: Callable[[InteractionRecord], InteractionRecord] | None = None,
+        on_checked: Callable[[InteractionRecord], None] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._check_facts = check_facts
+        self._on_checked = on_checked or (lambda _record: None)
         self.direct = direct
         """The connections writes go through on PostgreSQL; None: worker threads through `sessions`."""
         self._spool = Spool(spool_path, spool_max_bytes)
@@ -243,6 +253,9 @@ class FeedbackWriter:
         key = write.interaction_id
         async with self._key_lock(key):
             local = self._buffer.get(key)
+            if local is not None and not local.fact_checked:
+                await self._checked([local])
+                local = self._buffer.get(key) or local
             if not write.may_rate(local.key_hash if local is not None else self._spool.owner(key)):
                 raise UnknownInteractionError(key)  # another key's answer: as if unknown
             if self._db_up and not self._spool.holds(key):
@@ -394,14 +407,14 @@ class FeedbackWriter:
             return await self._flush_once()
 
     async def _flush_once(self) -> bool:
-        batch = list(self._buffer.values())[: self._batch_size]
+        batch = await self._checked(list(self._buffer.values())[: self._batch_size])
         if batch and self._db_up:
             try:
                 await self._insert_interactions(batch)
             except DATABASE_ERRORS as error:
                 self._mark_down(error)
         if not self._db_up and self._buffer:
-            await self._spool_records(list(self._buffer.values()))
+            await self._spool_records(await self._checked(list(self._buffer.values())))
         if not self._db_up:
             if time.monotonic() < self._next_probe:
                 return False
@@ -418,6 +431,26 @@ class FeedbackWriter:
                 self._wake.set()
         self._progress = time.monotonic()
         return True
+
+    async def _checked(self, records: list[InteractionRecord]) -> list[InteractionRecord]:
+        """The records still buffered, those not checked yet checked against the fact registry (in a
+        worker thread). A result counts (`on_checked`) and replaces the buffered record only while the
+        buffer still holds the record it was made from, so a record checked by two paths at once (the
+        batch and a rating) counts once."""
+        unchecked = [record for record in records if not record.fact_checked]
+        if self._check_facts is None or not unchecked:
+            return [self._buffer.get(record.id, record) for record in records if record.id in self._buffer]
+        check = self._check_facts
+        try:
+            results = await asyncio.to_thread(lambda: [check(record) for record in unchecked])
+        except Exception:  # noqa: BLE001 - a failed check must never lose an answer
+            log.exception("fact check of %d answers failed; stored unchecked", len(unchecked))
+            results = unchecked
+        for before, after in zip(unchecked, results, strict=True):
+            if after.fact_checked and self._buffer.get(before.id) is before:
+                self._buffer[before.id] = after
+                self._on_checked(after)
+        return [self._buffer[record.id] for record in records if record.id in self._buffer]
 
     async def _insert_interactions(self, batch: list[InteractionRecord]) -> None:
         """Write buffered interactions; when the database refuses the batch for its data, each one
@@ -504,7 +537,8 @@ class FeedbackWriter:
         None, the entry set aside, when it holds no record at all."""
         try:
             if entry.kind == "interaction":
-                return storable_record(InteractionRecord.from_json(entry.payload))
+                record = storable_record(InteractionRecord.from_json(entry.payload))
+                return await self._checked_spooled(record)
             return storable_record(RatingWrite.from_json(entry.payload))
         except (TypeError, ValueError, KeyError) as error:
             letter = DeadLetterRecord(
@@ -513,6 +547,19 @@ class FeedbackWriter:
             await self._set_aside([letter])
             settled.done.append(entry)
             return None
+
+    async def _checked_spooled(self, record: InteractionRecord) -> InteractionRecord:
+        """A replayed interaction spooled before its check (at shutdown, or by an older version),
+        checked now and counted; a failed check leaves it unchecked."""
+        if record.fact_checked or self._check_facts is None:
+            return record
+        try:
+            checked = await asyncio.to_thread(self._check_facts, record)
+        except Exception:  # noqa: BLE001 - a failed check must never lose an answer
+            log.exception("fact check of spooled answer %s failed; stored unchecked", record.id)
+            return record
+        self._on_checked(checked)
+        return checked
 
     async def _replay_batch(
         self, decoded: list[tuple[Entry, InteractionRecord | RatingWrite]], settled: _Settled

@@ -76,11 +76,13 @@ class FactChecker:
     """Checks answers against a loaded registry; build it once, call `check` per record.
 
     An answer's sentences, clauses, figures and keywords are worked out once and kept, since the
-    same golden answer serves every variation of its seed question.
+    same golden answer serves every variation of its seed question; `remember_answers=False` keeps
+    nothing (served answers are each new, and a long-running service must not grow with them).
     """
 
-    def __init__(self, facts: list[Fact]) -> None:
+    def __init__(self, facts: list[Fact], *, remember_answers: bool = True) -> None:
         self.facts = [fact for fact in facts if fact.checkable]
+        self._remember = remember_answers
         self._keywords = {
             fact.id: frozenset(keyword.lower() for keyword in fact.keywords) for fact in self.facts
         }
@@ -123,20 +125,26 @@ class FactChecker:
         return findings
 
     def _structure(self, answer: str) -> tuple[_Sentence, ...]:
+        if not self._remember:
+            return self._read(answer)
         if answer not in self._answers:
-            sentences: list[_Sentence] = []
-            previous: frozenset[str] = frozenset()
-            for match in _SENTENCE.finditer(_ABBREVIATION.sub(r"\1 ", answer)):
-                text = match.group(0)
-                hits = self._hits(text)
-                clauses = tuple(
-                    _Clause(clause, tuple(find_quantities(clause)), self._hits(clause))
-                    for clause in _clauses(text)
-                )
-                sentences.append(_Sentence(text, hits, hits | previous, clauses))
-                previous = hits
-            self._answers[answer] = tuple(sentences)
+            self._answers[answer] = self._read(answer)
         return self._answers[answer]
+
+    def _read(self, answer: str) -> tuple[_Sentence, ...]:
+        """An answer's sentences with their clauses, figures and keywords."""
+        sentences: list[_Sentence] = []
+        previous: frozenset[str] = frozenset()
+        for match in _SENTENCE.finditer(_ABBREVIATION.sub(r"\1 ", answer)):
+            text = match.group(0)
+            hits = self._hits(text)
+            clauses = tuple(
+                _Clause(clause, tuple(find_quantities(clause)), self._hits(clause))
+                for clause in _clauses(text)
+            )
+            sentences.append(_Sentence(text, hits, hits | previous, clauses))
+            previous = hits
+        return tuple(sentences)
 
     def _hits(self, text: str) -> frozenset[str]:
         """The registry keywords (lower case) that stand in `text` as whole words."""

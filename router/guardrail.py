@@ -10,8 +10,12 @@ Flagger's analysis, applied to user ratings. Every `interval_s` one replica (the
   margin: its ratings are lower at `confidence` (p < 1 - confidence) *and* its mean trails by more
   than `min_effect` stars at the same confidence (the lower confidence bound of the gap is at least
   `min_effect`), or when its error rate is past its limit, or its median seconds per output token
-  exceed the control's by more than `max_latency_ratio`. Every part needs `min_samples` ratings (or
-  answers) from `min_users` distinct users per arm before it judges, so no single client decides.
+  exceed the control's by more than `max_latency_ratio`, or its **critical-error rate** (answers whose
+  figures contradict a verified fact of the registry, found by the background fact check, over the
+  answers checked) is higher than the control's at the same `confidence`: a one-sided two-proportion
+  z-test (pooled), once each arm has `min_fact_answers` checked answers from `min_users` users. Every
+  other part needs `min_samples` ratings (or answers) from `min_users` distinct users per arm before it
+  judges, so no single client decides.
   It *passes* with enough ratings per arm and an observed gap under `min_effect`; otherwise it is
   *waiting* for data.
 - **decide** (`decide`): `threshold` failed checks in a row roll back (`auto-rollback`); a passing
@@ -57,8 +61,9 @@ class GuardrailConfig:
     step_weights: canary shares to step through (empty: never step or promote automatically).
     max_weight: at or above this share a passing check promotes. max_error_rate: limit of the
     canary's failed-generation rate. max_latency_ratio: limit of the canary's median seconds per
-    output token over the control's. confidence: of the rating test. min_effect: how many stars the
-    canary's mean must trail by (at `confidence`) for a check to fail.
+    output token over the control's. confidence: of the rating test and the critical-error test.
+    min_effect: how many stars the canary's mean must trail by (at `confidence`) for a check to fail.
+    min_fact_answers: fact-checked answers per arm before the critical-error test judges.
     """
 
     interval_s: float = 60.0
@@ -71,6 +76,7 @@ class GuardrailConfig:
     max_latency_ratio: float = 1.5
     confidence: float = 0.98
     min_effect: float = 0.25
+    min_fact_answers: int = 100
 
     @property
     def alpha(self) -> float:
@@ -108,12 +114,35 @@ class RatingTest:
 
 
 @dataclass(frozen=True)
+class FactErrorTest:
+    """One-sided two-proportion z-test (pooled), H1: the canary's critical-error rate is higher."""
+
+    canary_errors: int
+    canary_n: int
+    control_errors: int
+    control_n: int
+    z: float
+    p_value: float
+
+    @property
+    def canary_rate(self) -> float:
+        """Share of the canary's checked answers with a critical fact error."""
+        return self.canary_errors / self.canary_n
+
+    @property
+    def control_rate(self) -> float:
+        """Share of the control's checked answers with a critical fact error."""
+        return self.control_errors / self.control_n
+
+
+@dataclass(frozen=True)
 class Verdict:
     """One check's result and why."""
 
     result: Result
     reasons: tuple[str, ...]
     test: RatingTest | None
+    fact_test: FactErrorTest | None = None
 
 
 @dataclass(frozen=True)
@@ -149,14 +178,44 @@ def compare_ratings(canary: Sequence[int], control: Sequence[int]) -> RatingTest
     )
 
 
+def compare_fact_errors(
+    canary_errors: int, canary_n: int, control_errors: int, control_n: int
+) -> FactErrorTest:
+    """The canary's critical-error share against the control's: z = (p1 - p2) / sqrt(p (1 - p) (1/n1 +
+    1/n2)) with the pooled share p, one-sided p-value P(Z >= z). Equal shares of 0 or 1 (no spread)
+    give z = 0, p = 0.5."""
+    if canary_n < 1 or control_n < 1:
+        raise ValueError("both arms need checked answers")
+    pooled = (canary_errors + control_errors) / (canary_n + control_n)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / canary_n + 1 / control_n))
+    z = (canary_errors / canary_n - control_errors / control_n) / se if se > 0 else 0.0
+    return FactErrorTest(canary_errors, canary_n, control_errors, control_n, z, 1.0 - NormalDist().cdf(z))
+
+
+def fact_error_test(stats: CanaryStats, config: GuardrailConfig) -> FactErrorTest | None:
+    """The critical-error test of both arms, None while either has under `min_fact_answers` checked
+    answers (or under `min_users` users served)."""
+    canary, control = stats.canary, stats.control
+    if not (
+        enough_answers(canary, canary.fact_checked, config, config.min_fact_answers)
+        and enough_answers(control, control.fact_checked, config, config.min_fact_answers)
+    ):
+        return None
+    return compare_fact_errors(
+        canary.fact_critical, canary.fact_checked, control.fact_critical, control.fact_checked
+    )
+
+
 def enough_ratings(arm: ArmStats, config: GuardrailConfig) -> bool:
     """The arm has `min_samples` ratings from `min_users` distinct users."""
     return arm.ratings >= config.min_samples and arm.rated >= config.min_users
 
 
-def enough_answers(arm: ArmStats, count: int, config: GuardrailConfig) -> bool:
-    """`count` of the arm's answers reach `min_samples`, and it served `min_users` distinct users."""
-    return count >= config.min_samples and arm.served_users >= config.min_users
+def enough_answers(arm: ArmStats, count: int, config: GuardrailConfig, minimum: int | None = None) -> bool:
+    """`count` of the arm's answers reach `minimum` (`min_samples` unless given), and it served
+    `min_users` distinct users."""
+    needed = config.min_samples if minimum is None else minimum
+    return count >= needed and arm.served_users >= config.min_users
 
 
 def latency_ratio(stats: CanaryStats, config: GuardrailConfig) -> float | None:
@@ -185,6 +244,14 @@ def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
             f"median latency per output token {canary.median_s_per_token:.4f}s is {ratio:.2f}x "
             f"{control.target}'s {control.median_s_per_token:.4f}s (limit {config.max_latency_ratio}x)"
         )
+    facts = fact_error_test(stats, config)
+    if facts is not None and facts.p_value < config.alpha:
+        failures.append(
+            f"critical fact errors {facts.canary_rate:.3f} vs {control.target}'s {facts.control_rate:.3f} "
+            f"({facts.canary_errors} of {facts.canary_n} vs {facts.control_errors} of {facts.control_n} "
+            f"checked answers contradict a verified fact), two-proportion z={facts.z:.2f}, one-sided "
+            f"p={facts.p_value:.2g} < {config.alpha:g}"
+        )
     test = None
     if enough_ratings(canary, config) and enough_ratings(control, config):
         test = compare_ratings(canary.users_ratings, control.users_ratings)
@@ -197,7 +264,7 @@ def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
                 f"one-sided p={test.p_value:.2g} < {config.alpha:g}, {canary.rated} vs {control.rated} users"
             )
     if failures:
-        return Verdict("fail", tuple(failures), test)
+        return Verdict("fail", tuple(failures), test, facts)
     if test is None:
         return Verdict(
             "waiting",
@@ -207,6 +274,7 @@ def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
                 f"{config.min_users} distinct users per arm",
             ),
             None,
+            facts,
         )
     if test.gap >= config.min_effect:
         return Verdict(
@@ -216,6 +284,7 @@ def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
                 f"significantly more than {config.min_effect} (p={test.p_value:.2g})",
             ),
             test,
+            facts,
         )
     return Verdict(
         "pass",
@@ -224,6 +293,7 @@ def judge(stats: CanaryStats, config: GuardrailConfig) -> Verdict:
             f"(p={test.p_value:.2g}), within limits",
         ),
         test,
+        facts,
     )
 
 
@@ -417,6 +487,18 @@ def check_details(
             "median_s_per_token": {name: _rounded(arm.median_s_per_token, 6) for name, arm in arms.items()},
             "p90_s_per_token": {name: _rounded(arm.p90_s_per_token, 6) for name, arm in arms.items()},
             "ratio": _rounded(latency_ratio(stats, config)),
+        },
+        "fact_errors": {
+            "measure": "answers with a critical fact error (a figure contradicting a verified registry "
+            "fact) over the answers the background fact check has read",
+            "test": "two-proportion z-test, one-sided (canary higher), pooled",
+            "checked": {name: arm.fact_checked for name, arm in arms.items()},
+            "critical": {name: arm.fact_critical for name, arm in arms.items()},
+            "rates": {name: _rounded(arm.fact_error_rate) for name, arm in arms.items()},
+            "z": _rounded(verdict.fact_test.z) if verdict.fact_test else None,
+            "p_value": verdict.fact_test.p_value if verdict.fact_test else None,
+            "confidence": config.confidence,
+            "min_answers": config.min_fact_answers,
         },
         "limits": {"max_error_rate": config.max_error_rate, "max_latency_ratio": config.max_latency_ratio},
         "step_weights": list(config.step_weights),

@@ -41,6 +41,7 @@ from service.errors import install_error_handlers
 from service.guardrail_task import start_guardrail, stop_guardrail
 from service.limits import install_limits, request_limits_of, state_limits
 from service.metrics import Metrics
+from service.quality_task import start_quality, stop_quality
 from service.settings import Settings
 from service.state import ServiceState, feedback_writer
 
@@ -120,9 +121,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     on_failure: StartupFailed | None = getattr(app.state, "on_startup_failure", None)
     tasks = [asyncio.create_task(bring_up(state, on_failure)), asyncio.create_task(keep_in_sync(state))]
     guardrail = start_guardrail(state)
+    quality = start_quality(state)
     try:
         yield
     finally:
+        await stop_quality(quality)
         await stop_guardrail(guardrail)
         for task in tasks:
             task.cancel()

@@ -44,6 +44,7 @@ def guardrail_config(settings: Settings) -> GuardrailConfig:
         max_latency_ratio=settings.canary_max_latency_ratio,
         confidence=settings.canary_confidence,
         min_effect=settings.canary_min_effect,
+        min_fact_answers=settings.canary_fact_min_answers,
     )
 
 

@@ -6,7 +6,9 @@ from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from feedback.records import StoredRating
+from feedback.answer_facts import SEVERITIES
+from feedback.quality import AdapterQuality
+from feedback.records import InteractionRecord, StoredRating, adapter_key
 from feedback.spool import KINDS, Kind
 from feedback.writer import FeedbackWriter
 
@@ -86,6 +88,42 @@ class Metrics:
             "Star ratings replaced by a re-rating (subtract from zantara_rating_stars).",
             SERVED_BY,
             buckets=(1, 2, 3, 4, 5),
+            registry=r,
+        )
+        self.answer_fact_errors = Counter(
+            "zantara_answer_fact_errors",
+            "Figures of served answers that disagree with the fact registry, checked in the background: "
+            "severity critical (contradicts a verified fact; the answer goes to the review queue) or "
+            "warning (only against facts waiting for the team's confirmation).",
+            [*SERVED_BY, "severity"],
+            registry=r,
+        )
+        self.answers_fact_checked = Counter(
+            "zantara_answers_fact_checked",
+            "Served answers whose figures were checked against the fact registry.",
+            SERVED_BY,
+            registry=r,
+        )
+        self.answers_fact_critical = Counter(
+            "zantara_answers_fact_critical",
+            "Served answers with at least one critical fact error (the guardrail's critical-error rate "
+            "is this over zantara_answers_fact_checked).",
+            SERVED_BY,
+            registry=r,
+        )
+        self.adapter_correction_rate = Gauge(
+            "zantara_adapter_correction_rate",
+            "Share of an adapter version's answers (served within ZANTARA_QUALITY_WINDOW_S) that reviewers "
+            "corrected, read from the database every ZANTARA_QUALITY_REFRESH_S (every replica reads the "
+            "same numbers: aggregate with max, not sum).",
+            ["adapter"],
+            registry=r,
+        )
+        self.adapter_raters = Gauge(
+            "zantara_adapter_raters",
+            "Distinct users who rated an adapter version's answers (served within "
+            "ZANTARA_QUALITY_WINDOW_S), read like zantara_adapter_correction_rate.",
+            ["adapter"],
             registry=r,
         )
         self.spool_pending = Gauge(
@@ -186,8 +224,12 @@ class Metrics:
             self.cached_prompt_tokens,
             self.rating_stars,
             self.rating_stars_replaced,
+            self.answers_fact_checked,
+            self.answers_fact_critical,
         ):
             metric.labels(*served)
+        for severity in SEVERITIES:
+            self.answer_fact_errors.labels(*served, severity)
         for stars in range(1, 6):
             self.ratings.labels(*served, str(stars))
             self.ratings_replaced.labels(*served, str(stars))
@@ -212,6 +254,25 @@ class Metrics:
         if stored.replaced is not None:
             self.ratings_replaced.labels(*served, str(stored.replaced)).inc()
             self.rating_stars_replaced.labels(*served).observe(stored.replaced)
+
+    def count_fact_check(self, record: InteractionRecord) -> None:
+        """Count one answer's background fact check (the feedback writer's `on_checked`)."""
+        adapter = adapter_key(record.adapter_name, record.adapter_version)
+        served = (record.variant, adapter, record.target or "")
+        self.answers_fact_checked.labels(*served).inc()
+        if record.fact_critical:
+            self.answers_fact_critical.labels(*served).inc()
+            self.answer_fact_errors.labels(*served, "critical").inc(record.fact_critical)
+        if record.fact_warnings:
+            self.answer_fact_errors.labels(*served, "warning").inc(record.fact_warnings)
+
+    def adapter_quality(self, qualities: list[AdapterQuality]) -> None:
+        """Replace the per-adapter correction rate and rater gauges with a fresh reading."""
+        self.adapter_correction_rate.clear()
+        self.adapter_raters.clear()
+        for quality in qualities:
+            self.adapter_correction_rate.labels(quality.adapter).set(quality.correction_rate)
+            self.adapter_raters.labels(quality.adapter).set(quality.raters)
 
     def watch_feedback(self, writer: FeedbackWriter) -> None:
         """Read the writer's spool, buffer, drops and database state at every scrape."""

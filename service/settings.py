@@ -211,7 +211,30 @@ class Settings(BaseSettings):
     )
     facts_path: Path = Field(
         FACTS_FILE,
-        description="Fact registry the review queue checks corrected answers against.",
+        description="Fact registry the review queue checks corrected answers against, and served answers "
+        "are checked against in the background.",
+    )
+
+    fact_check_enabled: bool = Field(
+        True,
+        description="Check every served answer's figures against the fact registry in the background "
+        "(stored with the interaction, counted in zantara_answer_fact_errors_total; answers with a "
+        "critical error go to the review queue).",
+    )
+    canary_fact_min_answers: int = Field(
+        100,
+        ge=2,
+        description="Fact-checked answers per arm (from canary_min_users users) before the guardrail "
+        "compares the canary's critical-error rate with the control's.",
+    )
+    quality_refresh_s: float = Field(
+        60.0, gt=0, description="How often the per-adapter correction rate and rater gauges are read."
+    )
+    quality_window_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="The answers (served this many seconds back) the per-adapter correction rate and "
+        "raters count.",
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `zantara serve`.")

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine as DatabaseEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from database.engine import DirectConnections
+from feedback.answer_facts import AnswerFacts
+from feedback.records import InteractionRecord
 from feedback.writer import FeedbackWriter
+from knowledge.errors import DatasetInputError
 from router.rollout import Rollout, RolloutStore
 from service.engines.base import Engine
 from service.metrics import Metrics
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +64,20 @@ def feedback_writer(
         direct=direct,
         max_tries=settings.spool_max_tries,
         on_dead_letter=lambda kind: metrics.feedback_dead_letters.labels(kind).inc(),
+        check_facts=answer_fact_check(settings),
+        on_checked=metrics.count_fact_check,
     )
     metrics.watch_feedback(writer)
     return writer
+
+
+def answer_fact_check(settings: Settings) -> Callable[[InteractionRecord], InteractionRecord] | None:
+    """The background check of served answers against the fact registry (`ZANTARA_FACTS_PATH`); None
+    when `ZANTARA_FACT_CHECK_ENABLED` is off, or the registry cannot be read (logged: serving goes on)."""
+    if not settings.fact_check_enabled:
+        return None
+    try:
+        return AnswerFacts.from_path(settings.facts_path).check
+    except DatasetInputError as error:
+        log.error("answers are not checked against the fact registry %s: %s", settings.facts_path, error)
+        return None

@@ -1,6 +1,9 @@
-"""The review queue page and its JSON API: low-rated answers to correct or dismiss.
+"""The review queue page and its JSON API: low-rated answers, and answers whose figures contradict a
+verified fact (found by the background fact check, rated or not), to correct or dismiss.
 
-`GET /review/api/queue?limit=&offset=` lists the queue (lowest stars first, then newest first).
+`GET /review/api/queue?limit=&offset=` lists the queue (lowest stars first, unrated answers with a
+critical fact error first of all, then newest first); each item's `reason` says why it is there
+(`low_rating` or `fact_error`) and `fact_findings` what the check found.
 `POST /review/api/queue/{interaction_id}` takes `{"action": "correct", "correct_answer", "why_wrong",
 "lesson", "override_reason"?}` or `{"action": "dismiss", "reason"}`. A correction whose figures
 contradict a verified fact of the registry (`ZANTARA_FACTS_PATH`) is refused with 422
@@ -62,7 +65,7 @@ Note = Annotated[
 _NOT_IN_QUEUE = {
     "corrected": ("already_corrected", "was corrected already"),
     "dismissed": ("already_dismissed", "was dismissed already"),
-    "not_low_rated": ("not_in_queue", "is not rated under 3 stars"),
+    "not_low_rated": ("not_in_queue", "is not rated under 3 stars and contradicts no verified fact"),
 }
 
 
@@ -290,7 +293,8 @@ async def api_queue(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE_SIZE,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> QueuePage:
-    """A page of the review queue: answers rated under 3 stars, lowest stars first, then newest."""
+    """A page of the review queue: answers rated under 3 stars or contradicting a verified fact,
+    lowest stars first (unrated ones with a fact error first), then newest."""
     return await run_in_threadpool(lambda: list_queue(state.sessions, limit=limit, offset=offset))
 
 
@@ -327,7 +331,8 @@ async def api_review(
 
 @router.get("/queue", response_class=HTMLResponse, include_in_schema=False)
 async def queue_page(request: Request, state: StateDep) -> Response:
-    """The queue page: each low-rated answer with its conversation, rating and correction form."""
+    """The queue page: each low-rated or fact-contradicting answer with its conversation, rating,
+    the figures the fact check flagged, and the correction form."""
     signed_in = await page_session(request, state)
     if signed_in is None:
         return login_redirect(request)

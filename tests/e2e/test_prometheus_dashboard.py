@@ -102,6 +102,7 @@ def stack(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
         # the demo adapter's LoRA rows are slower per token than the tiny base on a CPU: this test is
         # about the ratings, so a latency rollback must not end the canary before they arrive
         ZANTARA_CANARY_MAX_LATENCY_RATIO="100",
+        ZANTARA_QUALITY_REFRESH_S="1",  # the per-adapter correction rate and rater gauges
     )
     with running_server(env, timeout_s=180) as server, run_prometheus(root, server.url) as prometheus:
         wait_for_first_scrape(prometheus)

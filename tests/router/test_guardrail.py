@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from feedback.registry import get_version, record_version
 from router.guardrail import (
     GuardrailConfig,
     Verdict,
+    compare_fact_errors,
     compare_ratings,
     decide,
     judge,
@@ -112,6 +114,24 @@ def test_error_rate_and_latency_limits_fail_even_with_good_or_few_ratings() -> N
     # too few requests, or too few distinct users behind them, to judge the error rate yet
     assert judge(stats(arm([5], requests=10, errors=10), arm([])), CONFIG).result == "waiting"
     assert judge(stats(arm([5], requests=40, errors=10, users=19), arm([])), CONFIG).result == "waiting"
+
+
+def test_the_critical_error_test_is_a_one_sided_two_proportion_z_test() -> None:
+    worse = compare_fact_errors(10, 100, 0, 100)  # pooled 0.05: z = 0.1 / sqrt(0.05 * 0.95 * 0.02)
+    assert worse.z == pytest.approx(3.2444, abs=1e-4) and worse.p_value == pytest.approx(5.89e-4, rel=1e-2)
+    assert (worse.canary_rate, worse.control_rate) == (0.1, 0.0)
+    assert compare_fact_errors(1, 100, 0, 100).p_value > 0.1, "one error in a hundred proves nothing"
+    assert compare_fact_errors(0, 100, 10, 100).p_value > 0.99, "one-sided: a better canary never fails"
+    assert compare_fact_errors(0, 50, 0, 80).p_value == 0.5, "no errors anywhere: no spread, no evidence"
+    canary = replace(arm(GOOD * 5, requests=100), fact_checked=100, fact_critical=10)
+    control = replace(arm(GOOD * 5, target="base", requests=100), fact_checked=100, fact_critical=0)
+    config = GuardrailConfig(min_fact_answers=100)
+    failed = judge(stats(canary, control), config)
+    assert failed.result == "fail" and failed.fact_test is not None
+    assert any("critical fact errors 0.100 vs base's 0.000" in reason for reason in failed.reasons)
+    too_few = GuardrailConfig(min_fact_answers=101)
+    assert judge(stats(canary, control), too_few).result == "pass", "below the minimum sample: not judged"
+    assert judge(stats(canary, control), too_few).fact_test is None
 
 
 def test_decisions_follow_flaggers_threshold_and_step_weights() -> None:
@@ -213,9 +233,12 @@ def plant(
     completion_tokens: int = 7,
     user: str | None = "",
     key: str | None = None,
+    fact_checked: bool = False,
+    fact_critical: int = 0,
 ) -> None:
     """Served interactions of one arm, rated `stars` (plus `unrated` more, `errors` of them failed),
-    each for a user of its own unless `user` (a user key hash; None: none) names one for all."""
+    each for a user of its own unless `user` (a user key hash; None: none) names one for all; with
+    `fact_checked`, each read by the fact check, the last `fact_critical` of them with a critical error."""
     at = at or utcnow()
     name, _, version = (adapter or "").partition("@")
     with sessions.begin() as session:
@@ -241,6 +264,9 @@ def plant(
                     latency_s=latency_s,
                     ttft_s=0.1,
                     params={},
+                    fact_critical=(
+                        int(index >= len(stars) + unrated - fact_critical) if fact_checked else None
+                    ),
                 )
             )
             if rating is not None:
@@ -319,6 +345,47 @@ def test_errors_roll_back_too(sessions: sessionmaker[Session]) -> None:
     assert (checked.result, checked.action) == ("fail", "auto-rollback")
     assert checked.details["error_rates"]["canary"] == 0.1 and checked.details["requests"]["canary"] == 40
     assert [e.action for e in store.history()] == ["auto-rollback", "set"]
+
+
+def test_a_canary_with_significantly_more_critical_fact_errors_rolls_back_with_the_numbers(
+    sessions: sessionmaker[Session],
+) -> None:
+    _register(sessions, CANARY, LIVE)
+    store = _store(sessions)
+    store.change(percentage=0, adapter=None, live_adapter=LIVE, actor="ops", action="promote")
+    store.change(percentage=20, adapter=CANARY, actor="ops", action="set")
+    start = utcnow() + timedelta(seconds=1)
+    # ratings alike (no rating verdict against it), but 12 of 60 canary answers contradict a verified
+    # fact against 1 of 60 of the live adapter's
+    plant(sessions, "canary", CANARY, GOOD * 5, unrated=20, at=start, fact_checked=True, fact_critical=12)
+    plant(sessions, "live", LIVE, GOOD * 5, unrated=20, at=start, fact_checked=True, fact_critical=1)
+    plant(sessions, "canary", CANARY, [], unrated=30, at=start)  # not checked (yet): not counted
+    below = GuardrailConfig(threshold=1, min_fact_answers=61)
+    waited = run_check(sessions, store, below, now=start + timedelta(seconds=1))
+    assert (waited.result, waited.action) == ("pass", None), waited.verdict
+    assert waited.details["fact_errors"]["checked"] == {"canary": 60, "control": 60}
+    assert waited.details["fact_errors"]["p_value"] is None
+    config = GuardrailConfig(threshold=1, min_fact_answers=60)
+    rolled = run_check(sessions, store, config, now=start + timedelta(seconds=1))
+    assert (rolled.result, rolled.action) == ("fail", "auto-rollback")
+    event = store.history(1)[0]
+    assert (event.action, event.actor, event.from_adapter, event.to_live) == (
+        "auto-rollback",
+        "guardrail",
+        CANARY,
+        LIVE,
+    )
+    facts = event.details["fact_errors"]
+    assert facts["critical"] == {"canary": 12, "control": 1} and facts["checked"] == {
+        "canary": 60,
+        "control": 60,
+    }
+    assert facts["rates"] == {"canary": 0.2, "control": 0.0167}
+    assert facts["p_value"] < 0.02 and facts["z"] > 2.05 and facts["min_answers"] == 60
+    assert facts["confidence"] == 0.98
+    assert "critical fact errors 0.200 vs live's 0.017" in event.reason
+    assert event.details["means"] == {"canary": 4.25, "control": 4.25}
+    assert _status(sessions, CANARY) == "rejected"
 
 
 def test_stepping_20_50_100_then_promotion(sessions: sessionmaker[Session]) -> None:
