@@ -51,15 +51,18 @@ def running_server(
     timeout_s: float = 600,
     command: Sequence[str] = (sys.executable, "-m", "zantara", "serve"),
     cwd: Path = REPO,
+    ready_path: str = "/readyz",
+    port_flag: str | None = None,
 ) -> Iterator[Server]:
     """Run the service (`command`, from `cwd`) with `env` (ZANTARA_* settings over this process's
     environment) on a free port until the block ends; raise with the server's output when it exits or is
-    not ready in time."""
+    not ready in time. Another server works too: `port_flag` (e.g. `--port`) hands it the port on its
+    command line, and it is ready once `ready_path` answers 200."""
     port = free_port()
     with tempfile.TemporaryFile("w+") as output:
         started = time.perf_counter()
         server = subprocess.Popen(
-            list(command),
+            [*command, *((port_flag, str(port)) if port_flag else ())],
             env={**os.environ, "ZANTARA_LOG_LEVEL": "warning", **env, "ZANTARA_PORT": str(port)},
             cwd=cwd,
             stdout=output,
@@ -68,20 +71,20 @@ def running_server(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(server, url, started + timeout_s, output)
+            _wait_ready(server, f"{url}{ready_path}", started + timeout_s, output)
             yield Server(url, time.perf_counter() - started, server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
 
 
-def _wait_ready(server: subprocess.Popen[str], url: str, deadline: float, output: IO[str]) -> None:
+def _wait_ready(server: subprocess.Popen[str], ready_url: str, deadline: float, output: IO[str]) -> None:
     # One reused client: a fresh httpx.get per poll builds an SSL context each time, and that CPU is
     # taken from the model build on a 2-core machine.
     with httpx.Client(timeout=2) as client:
         while True:
             try:
-                if client.get(f"{url}/readyz").status_code == 200:
+                if client.get(ready_url).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

