@@ -25,6 +25,7 @@ import yaml
 from service.app import create_app
 from service.metrics import Metrics
 from service.settings import Settings
+from tests.prometheus import all_panels, dashboard, dashboard_queries
 from zantara.cli import app as cli_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +33,6 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 CHART = REPO / "helm" / "zantara"
 TEMPLATES = CHART / "templates"
-DASHBOARD = CHART / "dashboards" / "zantara.json"
 
 TARGETS = ("gpu-serve", "gpu-train", "cpu", "migrate", "cpu-demo")
 SERVER_TARGETS = ("gpu-serve", "cpu", "cpu-demo")
@@ -521,19 +521,6 @@ def test_files_the_templates_read_exist() -> None:
 # --- Grafana dashboard --------------------------------------------------------------------------------
 
 
-@cache
-def dashboard() -> dict[str, Any]:
-    loaded = json.loads(DASHBOARD.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from all_panels(panel.get("panels", []))
-
-
 SERIES_SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -623,14 +610,10 @@ def variable_label_values(variable: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
-    """(where, PromQL) for every query: panel targets, annotations, and label_values() variables."""
-    found = []
-    for panel in all_panels(dashboard()["panels"]):
-        for target in panel.get("targets", []):
-            found.append((f"panel {panel.get('title')!r} {target.get('refId')}", target["expr"]))
-    for annotation in dashboard().get("annotations", {}).get("list", []):
-        if "expr" in annotation:
-            found.append((f"annotation {annotation['name']!r}", annotation["expr"]))
+    """(where, PromQL) for every query on the service's own metrics: panel targets, annotations, and
+    label_values() variables (the vLLM row's queries of vLLM's metrics are evaluated against a real
+    vLLM engine in tests/vllm/test_dashboard.py)."""
+    found = dashboard_queries(vllm=False)
     for variable in dashboard()["templating"]["list"]:
         for selector, _label in variable_label_values(variable):
             found.append((f"variable {variable['name']!r}", selector))

@@ -14,12 +14,10 @@ installs); the test fails without them.
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,35 +29,32 @@ import yaml
 from database.engine import create_db_engine, make_session_factory
 from database.migrate import upgrade
 from feedback.registry import record_version
-from tests.postgres import free_port
+from tests.prometheus import (
+    PROMTOOL,
+    RULES,
+    Window,
+    dashboard,
+    dashboard_queries,
+    finite_points,
+    queries_without_data,
+    query_range,
+    require_prometheus,
+    run_prometheus,
+    wait_for_first_scrape,
+)
 from tests.served import demo_env, running_server
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "helm" / "zantara" / "dashboards" / "zantara.json"
-RULES = REPO / "helm" / "zantara" / "prometheus" / "zantara-rules.yaml"
-PROMETHEUS = Path("/usr/bin/prometheus")
-PROMTOOL = Path("/usr/bin/promtool")
 ADMIN = "prometheus-e2e-admin-token-0123"
 CANARY = "zantara-demo@v1"
 USERS = 60
-RATE_INTERVAL = "10s"
 
 
 @dataclass(frozen=True)
-class Stack:
+class Stack(Window):
+    """The served service and its Prometheus, with the canary ratings the traffic sent."""
+
     service: str
-    prometheus: str
-    started: float
     canary_ratings: int
-
-
-def require_prometheus() -> None:
-    missing = [str(p) for p in (PROMETHEUS, PROMTOOL) if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: install Debian's prometheus package "
-            "(`apt-get install -y prometheus`; `make test` does it when run as root)"
-        )
 
 
 def register_evaluated_demo_adapter(database_url: str, adapters: Path) -> None:
@@ -110,63 +105,7 @@ def stack(demo_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
         canary_ratings = send_traffic(server.url)
         wait_for_rollback(server.url)
         time.sleep(4)  # a few more scrapes and rule evaluations after the last change
-        yield Stack(server.url, prometheus, started, canary_ratings)
-
-
-@contextmanager
-def run_prometheus(root: Path, service_url: str) -> Iterator[str]:
-    """Prometheus scraping the service every second and evaluating the rules every second."""
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {"job_name": "zantara", "static_configs": [{"targets": [service_url.removeprefix("http://")]}]}
-        ],
-    }
-    (root / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = (root / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={root / 'prometheus.yml'}",
-            f"--storage.tsdb.path={root / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prometheus did not start:\n{(root / 'prometheus.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
-
-
-def wait_for_first_scrape(prometheus: str) -> None:
-    """Until Prometheus holds a sample of the service: counters must be seen before the traffic, or a
-    quick run leaves every increase at 0 and every ratio of increases undefined."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = httpx.get(f"{prometheus}/api/v1/query", params={"query": 'up{job="zantara"} == 1'}, timeout=5)
-        if found.json()["data"]["result"]:
-            return
-        time.sleep(0.2)
-    raise AssertionError("prometheus never scraped the service")
+        yield Stack(prometheus=prometheus, started=started, service=server.url, canary_ratings=canary_ratings)
 
 
 def send_traffic(service: str) -> int:
@@ -231,55 +170,6 @@ def wait_for_rollback(service: str) -> None:
 # --- queries -----------------------------------------------------------------------------------------
 
 
-def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from all_panels(panel.get("panels", []))
-
-
-def dashboard() -> dict[str, Any]:
-    loaded = json.loads(DASHBOARD.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) of every panel target and every annotation."""
-    board = dashboard()
-    found = [
-        (f"panel {panel['title']!r} {target['refId']}", target["expr"])
-        for panel in all_panels(board["panels"])
-        for target in panel.get("targets", [])
-    ]
-    found += [(f"annotation {a['name']!r}", a["expr"]) for a in board["annotations"]["list"] if "expr" in a]
-    return found
-
-
-def substitute(expr: str, stack: Stack) -> str:
-    """Grafana's variables as Grafana sends them with every template variable on All."""
-    covered = f"{int(time.time() - stack.started) + 30}s"
-    expr = expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", covered)
-    return re.sub(r"\$\{?(job|variant|adapter|target)\}?", ".*", expr)
-
-
-def query_range(stack: Stack, expr: str) -> list[dict[str, Any]]:
-    """The result of a range query over the test's traffic at a one-second step; raises on an error."""
-    response = httpx.get(
-        f"{stack.prometheus}/api/v1/query_range",
-        params={"query": expr, "start": stack.started - 5, "end": time.time(), "step": "1s"},
-        timeout=30,
-    )
-    body = response.json()
-    assert response.status_code == 200 and body["status"] == "success", f"{expr}\n{body}"
-    result = body["data"]["result"]
-    assert isinstance(result, list)
-    return result
-
-
-def finite_points(result: list[dict[str, Any]]) -> int:
-    return sum(1 for series in result for _, value in series["values"] if math.isfinite(float(value)))
-
-
 def with_bool(expr: str) -> str:
     """The expression with every comparison turned into a `bool` comparison (0/1 instead of a filter),
     so it returns the signal whether or not the alert condition holds."""
@@ -301,11 +191,7 @@ def rules() -> list[dict[str, Any]]:
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     queries = dashboard_queries()
     assert len(queries) >= 30
-    empty = []
-    for where, expr in queries:
-        result = query_range(stack, substitute(expr, stack))
-        if not finite_points(result):
-            empty.append(f"{where}: {expr}")
+    empty = queries_without_data(stack, queries)
     assert not empty, "queries without data on a live service:\n" + "\n".join(empty)
 
 
