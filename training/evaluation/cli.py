@@ -30,10 +30,17 @@ from training.evaluation.data import EvalData, EvalInputError, load_eval_data
 from training.evaluation.facts import RegistryCheck
 from training.evaluation.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from training.evaluation.http_source import HttpSource
+from training.evaluation.preference_margin import (
+    GATE,
+    PreferencePair,
+    load_pairs,
+    pair_items,
+    preference_gates,
+)
 from training.evaluation.report import write_reports
 from training.evaluation.runner import Outputs, collect
 from training.evaluation.scoring import score
-from training.evaluation.sources import BASE, AnswerSource
+from training.evaluation.sources import BASE, AnswerSource, TokenNLL
 
 EXIT_PASSED, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_OUT = Path("var/eval")
@@ -71,6 +78,7 @@ class EvalOptions:
     progress: bool = True
     baseline: str | None = None
     corrections: Path | None = None
+    preferences: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,9 @@ def evaluate(options: EvalOptions, hooks: EvalHooks) -> EvalResult:
     """Run the evaluation and write the reports, printing nothing but the progress bars (`progress`).
 
     With `baseline` (an adapter spec as for `adapters`) every adapter is gated against that variant
-    instead of the base; with `corrections` the corrected questions are asked too and gated.
+    instead of the base; with `corrections` the corrected questions are asked too and gated; with
+    `preferences` (a preference dataset's `test.jsonl`) the chosen and rejected answers are scored
+    teacher-forced and the margin gate applied (`training.evaluation.preference_margin`).
     """
     try:
         config = load_gates(options.gates)
@@ -108,8 +118,9 @@ def evaluate(options: EvalOptions, hooks: EvalHooks) -> EvalResult:
             options.dataset, options.split, limit=options.limit, corrections=options.corrections
         )
         registry = RegistryCheck()
+        pairs = load_pairs(options.preferences) if options.preferences else None
         source = _source(options, hooks)
-        outputs = asyncio.run(_collect(source, data, options))
+        outputs, preference_nll = asyncio.run(_collect(source, data, options, pairs))
         baseline = _baseline_key(options, outputs)
         database_url = options.database_url or hooks.database_url()
         queued = (
@@ -129,6 +140,10 @@ def evaluate(options: EvalOptions, hooks: EvalHooks) -> EvalResult:
     scores = score(data, outputs, registry, options.bootstrap)
     ab = ab_summaries(database_url, outputs.variants)
     gates = evaluate_gates(config, scores.variants, ab, baseline)
+    if pairs is not None:
+        gates += preference_gates(
+            config[GATE], pairs, preference_nll, scores.variants, baseline, options.bootstrap
+        )
     passed = all(gate["status"] != "fail" for gate in gates)
     report: dict[str, Any] = {
         "dataset_version": data.dataset_version,
@@ -142,6 +157,9 @@ def evaluate(options: EvalOptions, hooks: EvalHooks) -> EvalResult:
             {"path": str(options.corrections), "n": len(data.items["corrections"])}
             if options.corrections
             else None
+        ),
+        "preferences": (
+            {"path": str(options.preferences), "pairs": len(pairs)} if options.preferences and pairs else None
         ),
         "counts": {name: len(rows) for name, rows in data.items.items()},
         "variants": scores.variants,
@@ -209,6 +227,12 @@ def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
             Path | None,
             typer.Option(help='Corrected questions to ask and gate (.jsonl of {"question", "answer"}).'),
         ] = None,
+        preferences: Annotated[
+            Path | None,
+            typer.Option(
+                help="Held-out preference pairs (a preference dataset's test.jsonl): the margin gate."
+            ),
+        ] = None,
     ) -> None:
         """Score the base and each adapter on a dataset split; apply the quality gates (exit 0/1/2)."""
         options = EvalOptions(
@@ -229,6 +253,7 @@ def build_eval_command(hooks: EvalHooks) -> Callable[..., None]:
             progress=progress,
             baseline=baseline,
             corrections=corrections,
+            preferences=preferences,
         )
         raise typer.Exit(run_eval(options, hooks))
 
@@ -259,13 +284,21 @@ def _baseline_key(options: EvalOptions, outputs: Outputs) -> str | None:
     return outputs.variants[1].key if options.baseline else None
 
 
-async def _collect(source: AnswerSource, data: EvalData, options: EvalOptions) -> Outputs:
+async def _collect(
+    source: AnswerSource, data: EvalData, options: EvalOptions, pairs: list[PreferencePair] | None
+) -> tuple[Outputs, dict[str, list[TokenNLL]] | None]:
+    """Every variant's answers and golden-answer NLL, then (with `pairs`) the NLL of every preference
+    answer, teacher-forced."""
     try:
         variants = await source.start()
         keys = [variant.key for variant in variants]
         if len(set(keys)) != len(keys):
             raise EvalInputError(f"an adapter is named twice (baseline {options.baseline!r}?): {keys}")
-        return await collect(source, variants, data, max_tokens=options.max_tokens, progress=options.progress)
+        outputs = await collect(
+            source, variants, data, max_tokens=options.max_tokens, progress=options.progress
+        )
+        scored = await source.golden_nll(variants, pair_items(pairs), lambda: None) if pairs else None
+        return outputs, scored
     finally:
         await source.close()
 

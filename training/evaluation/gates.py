@@ -26,7 +26,7 @@ ACCURACY_METRICS = ("chrf", "bleu", "exact_match", "fact_precision", "perplexity
 LOWER_IS_BETTER = ("perplexity",)
 """Metrics whose improvement is a fall: their relative change counts the other way round."""
 NO_PERPLEXITY = "perplexity unavailable (the server gives no prompt log-probabilities)"
-GATES: dict[str, dict[str, float | str]] = {
+GATES: dict[str, dict[str, float | str | bool]] = {
     "accuracy_improvement": {"metric": "chrf", "min_relative": 0.20},
     "general_regression": {"metric": "chrf", "max_relative_drop": 0.05},
     "perplexity": {"max_ratio": 1.10},
@@ -37,7 +37,10 @@ GATES: dict[str, dict[str, float | str]] = {
     "human_preference": {"min": 0.70, "min_judgments": 30},
     "naturalness": {"min": 8.0, "min_judgments": 30},
     "corrections": {"metric": "chrf", "min_relative": 0.10},
+    "preference_margin": {"min_gain": 0.0, "min_reward_accuracy": 0.5, "interval": True},
 }
+"""`preference_margin` applies only when held-out preference pairs are given (`--preferences FILE`,
+a preference retrain): `training.evaluation.preference_margin`."""
 
 
 def load_gates(path: Path | None = None) -> dict[str, dict[str, Any]]:

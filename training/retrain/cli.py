@@ -3,6 +3,7 @@
     zantara retrain                      # weekly, from the Helm chart's CronJob, or by hand
     zantara retrain --from-scratch       # the whole dataset from the base model (the v2.0 milestone)
     zantara retrain --eval-limit 20 --service http://zantara:8000
+    zantara retrain --method dpo         # preference tuning on ratings, corrections and A/B verdicts
 
 Exit code 0: the new version is the canary; 1: its gates failed (registered as `rejected` with its
 report); 2: error (a run interrupted by an error or a crash is resumed at its step by the next run),
@@ -84,6 +85,13 @@ def build_retrain_command(hooks: EvalHooks) -> Callable[..., None]:
         name: Annotated[
             str | None, typer.Option(help="Adapter name (default: the live adapter's, else the newest).")
         ] = None,
+        method: Annotated[
+            str,
+            typer.Option(
+                help="sft (corrections, the default), kto or dpo (every rating, correction and A/B "
+                "verdict, the parent adapter as reference, gated on the held-out preference margin)."
+            ),
+        ] = "sft",
         from_scratch: Annotated[
             bool, typer.Option("--from-scratch", help="Train on the whole dataset from the base model.")
         ] = False,
@@ -151,6 +159,10 @@ def build_retrain_command(hooks: EvalHooks) -> Callable[..., None]:
     ) -> None:
         """Corrections since the last version -> dataset -> train -> gates -> registry -> canary.
         Exit 0 canary started, 1 gates failed, 2 error or locked (resumable), 3 nothing new."""
+        if method not in ("sft", "kto", "dpo"):
+            message = f"error: --method must be sft, kto or dpo, not {method!r}"
+            typer.secho(message, fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
         env = os.environ
         _log_to_console()
         root = resolve_var_dir(var_dir, env)
@@ -183,6 +195,7 @@ def build_retrain_command(hooks: EvalHooks) -> Callable[..., None]:
             load_timeout_s=load_timeout,
             actor=f"retrain:{_operator()}",
             progress=progress,
+            method=method,
         )
         outcome = retrain(options, hooks)
         colour = {0: typer.colors.GREEN, 3: typer.colors.YELLOW}.get(outcome.exit_code, typer.colors.RED)

@@ -25,6 +25,12 @@ class RetrainOptions:
     dataset with the preset `zantara train` picks. The dataset keeps only validated pairs (and the
     database's verdicts) unless `include_unvalidated`.
 
+    `method` kto or dpo (preference retrain, `training.retrain.preference`) also builds a KTO/DPO
+    dataset from the loop's ratings, corrections and A/B verdicts (`preference_overrides` set
+    `PreferenceBuildOptions` fields such as `test_share`), trains the parent on it with the parent as the
+    reference, and gates the candidate on the margin of its held-out pairs instead of the corrections
+    gate; anything new in the signals (not only a correction) is something to learn from.
+
     `train_overrides` and `dataset_overrides` set `TrainConfig` and `BuildOptions` fields (a smaller
     seed bank, fewer evaluations) for experiments and tests; the command line leaves them empty.
     """
@@ -57,8 +63,14 @@ class RetrainOptions:
     lease_ttl_s: float = 300.0
     actor: str = "zantara-retrain"
     progress: bool = True
+    method: str = "sft"
     train_overrides: dict[str, Any] = field(default_factory=dict)
     dataset_overrides: dict[str, Any] = field(default_factory=dict)
+    preference_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("sft", "kto", "dpo"):
+            raise ValueError(f"method must be sft, kto or dpo, not {self.method!r}")
 
 
 class RetrainError(Exception):

@@ -10,6 +10,12 @@ A stored correction the dataset build leaves out (it fails a dataset check and n
 it) does not stop the run: it is rejected with its rule (back in the review queue with the reason),
 dropped from the corrections the gates and the focus view read, and named in the run log, on the
 run (`details.corrections_left_out`) and in the registered version's gate report.
+
+A preference run (`--method kto|dpo`) also builds a KTO/DPO dataset from every signal after the SFT
+dataset (`training.retrain.preference`), trains the parent on it (the parent adapter is the reference),
+and is gated on the margin of the held-out pairs plus the no-forgetting gates instead of the corrections
+gate. A new rating or A/B verdict is something to learn from, not only a correction: the run has nothing
+new when the preference dataset is the one the parent was trained on.
 """
 
 from __future__ import annotations
@@ -138,7 +144,9 @@ class Steps:
             details={
                 "parent": parent.key if parent else None,
                 "parent_path": parent.path if parent else None,
+                "parent_dataset_version": parent.dataset_version if parent else None,
                 "after_correction_id": parent.last_correction_id if parent else None,
+                "method": self.options.method,
             },
         )
 
@@ -154,7 +162,7 @@ class Steps:
         known = self.corrections()
         found = [item for item in known if after is None or (item.database_id or 0) > after]
         asked = self.details.get("force") or self.details.get("asked_from_scratch")
-        if not found and not asked:
+        if not found and not asked and not self.preference_run:
             since = f" after correction #{after}" if after is not None else ""
             raise Finished("nothing", EXIT_NOTHING_NEW, f"nothing new to learn from: no corrections{since}")
         newest = self.details["last_correction_id"] if recorded else None
@@ -181,6 +189,7 @@ class Steps:
             (Path(recorded) / "manifest.json").is_file() or (self.trained() and self.evaluated())
         ):
             log.info("dataset %s (built)", self.record.dataset_version)
+            self._preference_dataset()
             return
         root = self.options.var_dir / "datasets"
         building = root / f".retrain-run-{self.record.id}"
@@ -226,6 +235,37 @@ class Steps:
                 "dataset_corrections": counts["sources"].get("correction", 0),
             },
         )
+        self._preference_dataset()
+
+    @property
+    def preference_run(self) -> bool:
+        """Whether this run tunes on preferences (KTO, DPO) rather than supervised pairs."""
+        return str(self.details.get("method") or self.options.method) != "sft"
+
+    def _preference_dataset(self) -> None:
+        """A preference run's KTO/DPO dataset (kept when built; rebuilt when a later step needs it).
+        Nothing new (exit 3) when the parent was trained on this very dataset, unless forced."""
+        from training.retrain.preference import build_run_preferences
+
+        if not self.preference_run:
+            return
+        recorded = self.details.get("preference_dir")
+        kept = recorded is not None and (Path(recorded) / "manifest.json").is_file()
+        if kept or (recorded and self.trained() and self.evaluated()):
+            log.info("preference dataset %s (built)", self.details.get("preference_version"))
+            return
+        built = build_run_preferences(
+            self.options, self.sessions, Path(self.details["dataset_dir"]), self.record.id
+        )
+        asked = self.details.get("force") or self.details.get("asked_from_scratch")
+        if built["preference_version"] == self.details.get("parent_dataset_version") and not asked:
+            raise Finished(
+                "nothing",
+                EXIT_NOTHING_NEW,
+                f"nothing new to learn from: the parent was trained on {built['preference_version']}",
+            )
+        log.info("preference dataset %s: %s", built["preference_version"], built["preference_counts"])
+        self.save(details=built)
 
     def _leave_out(self, found: list[LeftOutCorrection]) -> None:
         """Record the corrections the dataset left out on the run, reject them (back to the review queue
@@ -284,27 +324,42 @@ class Steps:
         if (out / "adapter_config.json").is_file():  # saved, but the run died before its zantara.json
             shutil.rmtree(out)
         parent = None if self.record.from_scratch else self.details.get("parent_path")
+        preference = self.preference_run
         fields = {
             # a focus run validates on replayed pairs, not on the corrections it teaches: early stopping
             # would keep the parent's weights; the gates judge forgetting instead
             "early_stopping_patience": 0 if parent else None,
             **self.options.train_overrides,
-            "dataset": self._training_dataset(continuing=parent is not None),
+            "dataset": (
+                Path(self.details["preference_dir"])
+                if preference
+                else self._training_dataset(continuing=parent is not None)
+            ),
+            "method": self.details.get("method") or self.options.method,
             "base_model": self.options.base_model,
             "output_dir": out,
             "name": name,
             "version": version,
-            "preset": self.options.preset or (FOCUS_PRESET if parent else None),
+            "preset": self.options.preset or (FOCUS_PRESET if parent and not preference else None),
             "max_steps": self.options.max_steps,
             "init_adapter": Path(parent) if parent else None,
             "resume": True,
             "log_jsonl": self.run_dir / "train.jsonl",
             "created_by": self.options.actor,
         }
+        from training.train.preference import ReferenceModelError
+
         try:
             metrics = train(load_config(self.options.train_config, **fields)).metrics
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
+        except (ValueError, FileNotFoundError, FileExistsError, ReferenceModelError) as error:
             raise RetrainError(f"training failed: {error}") from error
+        if preference:
+            log.info(
+                "reference model: %s; validation reward margin %s (parent %s)",
+                (metrics.get("reference") or {}).get("adapter") or "the base model",
+                metrics.get("eval_reward_margin"),
+                metrics.get("eval_reward_margin_parent"),
+            )
         log.info(
             "trained %s@%s: eval loss %s (parent %s, base %s) in %s s",
             name,
@@ -345,7 +400,12 @@ class Steps:
             log.info("gates %s (evaluated)", "passed" if self.details.get("passed") else "failed")
             return
         out = self.run_dir / "eval"
-        corrections = self.details.get("corrections_file")
+        corrections = None if self.preference_run else self.details.get("corrections_file")
+        if self.preference_run and not self.details.get("preference_dir"):
+            raise RetrainError("the preference dataset was not built")
+        pairs = Path(self.details["preference_dir"]) / "test.jsonl" if self.preference_run else None
+        if pairs is not None and not pairs.is_file():
+            raise RetrainError(f"the held-out preference pairs are missing ({pairs}): rerun with --fresh")
         options = EvalOptions(
             dataset=Path(self.details["dataset_dir"]),
             out=out,
@@ -354,6 +414,7 @@ class Steps:
             adapters=[self.details["adapter_dir"]],
             baseline=self.details.get("parent_path"),
             corrections=Path(corrections) if corrections else None,
+            preferences=pairs,
             limit=self.options.eval_limit,
             max_tokens=self.options.eval_max_tokens,
             database_url=self.options.database_url,
@@ -389,7 +450,11 @@ class Steps:
                     version=str(self.record.adapter_version),
                     path=str(out.resolve()),
                     base_model=str(meta.get("base_model") or self.options.base_model),
-                    dataset_version=self.record.dataset_version,
+                    dataset_version=(
+                        self.details.get("preference_version")
+                        if self.preference_run
+                        else self.record.dataset_version
+                    ),
                     parent_version=None if self.record.from_scratch else self.record.parent_version,
                     metrics=meta.get("metrics") or {},
                     created_by=self.options.actor,
@@ -489,6 +554,7 @@ def gate_summary(report: dict[str, Any]) -> dict[str, Any]:
         "split": report.get("split"),
         "gates": report["gates"],
         "corrections": report.get("corrections"),
+        "preferences": report.get("preferences"),
         "critical_errors": report.get("critical_errors", []),
         "scores": scores,
     }

@@ -4,6 +4,7 @@ Example (the tiny demo base is built on first use):
 
     zantara train --dataset var/datasets/v1 --max-steps 50 --log-jsonl var/train.jsonl
     zantara train --dataset var/datasets/v2 --init-adapter var/adapters/zantara/v1   # continue v1 as v2
+    zantara train --method dpo --dataset var/preferences/pref-dpo-... --init-adapter var/adapters/zantara/v2
 """
 
 from __future__ import annotations
@@ -17,7 +18,22 @@ DEMO_BASE = Path("var/models/zantara-demo-base")
 
 
 def train(
-    dataset: Annotated[Path, typer.Option(help="Dataset directory from `zantara dataset build`.")],
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            help="Dataset directory from `zantara dataset build` (sft) or "
+            "`zantara dataset preferences build` (kto, dpo)."
+        ),
+    ],
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="sft (default), kto or dpo; kto/dpo measure against the --init-adapter parent as reference."
+        ),
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option(help="kto/dpo: how far the adapter may move from the reference (0.1).")
+    ] = None,
     base_model: Annotated[
         str | None, typer.Option(help="Base model path or hub id (default: the demo base, built if missing).")
     ] = None,
@@ -71,6 +87,7 @@ def train(
     """Train a LoRA adapter on a dataset version and write it with its `zantara.json` metadata."""
     from training.train.backends import BackendError
     from training.train.config import load_config
+    from training.train.preference import ReferenceModelError
     from training.train.trainer import train as run
 
     if base_model is None:
@@ -101,12 +118,23 @@ def train(
             merge=merge,
             database_url=database_url,
             log_jsonl=log_jsonl,
+            method=method,
+            beta=beta,
         )
         result = run(settings)
-    except (BackendError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except (BackendError, ValueError, FileNotFoundError, FileExistsError, ReferenceModelError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from error
     metrics = result.metrics
+    if result.meta["method"] != "sft":
+        reference = result.meta["reference"]
+        typer.echo(
+            f"adapter {result.meta['name']}@{result.meta['version']} in {result.adapter_dir} "
+            f"({result.meta['method']}, reference {reference['adapter'] or 'the base model'}): "
+            f"eval loss {metrics['eval_loss']} (parent {metrics['eval_loss_parent']}), reward margin "
+            f"{metrics['eval_reward_margin']}, {metrics['global_step']} steps"
+        )
+        return
     parent = result.meta["parent"]
     start = f", parent {parent['key']} {metrics['eval_loss_parent']}" if parent else ""
     typer.echo(

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 Backend = Literal["auto", "peft", "unsloth"]
+Method = Literal["sft", "kto", "dpo"]
+METHODS: tuple[str, ...] = ("sft", "kto", "dpo")
 FULL_SIZE = 7_000_000_000
 """From this many parameters up the presets apply as they are (they were tuned for the 8B base)."""
 MAX_LR_SCALE = 100.0
@@ -224,6 +226,11 @@ class TrainConfig:
     Backend: backend auto (Unsloth with a CUDA GPU when installed, else PEFT + TRL), qlora (4-bit base
         through bitsandbytes), resume (continue from the last checkpoint in OUTPUT_DIR/checkpoints).
 
+    Method: method sft (TRL's SFT trainer on a `zantara dataset build` folder, the default), kto or dpo
+        (TRL's KTO/DPO trainer on a `zantara dataset preferences build` folder of that kind, with the
+        parent adapter as the reference model: `training.train.preference`); beta 0.1, how far the
+        preference methods may move from the reference.
+
     Bookkeeping: database_url (register the adapter in the registry as a candidate), created_by (its
         author there; $USER or "trainer" when unset), log_jsonl (metrics as JSON lines).
     """
@@ -262,8 +269,14 @@ class TrainConfig:
     database_url: str | None = None
     created_by: str | None = None
     log_jsonl: Path | None = None
+    method: Method = "sft"
+    beta: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, not {self.beta}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         if not 0 <= self.general_ratio < 1:

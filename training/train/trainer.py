@@ -55,7 +55,12 @@ class TrainResult:
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
-    """Train a LoRA adapter as `config` says; write it with `zantara.json` and return the result."""
+    """Train a LoRA adapter as `config` says; write it with `zantara.json` and return the result.
+    `config.method` kto or dpo trains on a preference dataset (`training.train.preference_run`)."""
+    if config.method != "sft":
+        from training.train.preference_run import train_preferences
+
+        return train_preferences(config, callbacks=callbacks)
     import torch
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
@@ -296,6 +301,7 @@ def _metadata(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "created_by": config.created_by or os.environ.get("USER") or "trainer",
         "parent": parent.to_dict() if parent is not None else None,
+        "method": config.method,
         "dataset": {
             "path": str(config.dataset),
             "version": manifest.get("version"),
