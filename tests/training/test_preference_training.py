@@ -18,7 +18,7 @@ from database.migrate import upgrade
 from feedback.review_queue import correct
 from feedback.store import save_interactions
 from tests.database import rate_interaction
-from tests.training.preference_helpers import (
+from tests.training.retrain_helpers import (
     answer,
     entry,
     hooks,

@@ -14,11 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
-from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from database.engine import create_db_engine, make_session_factory
 from database.migrate import upgrade
 from database.models import Correction
 from feedback import registry, retrain_runs
@@ -26,18 +23,15 @@ from feedback.records import InteractionRecord
 from feedback.review_queue import list_queue
 from feedback.store import save_interactions
 from knowledge.paths import SEED_FILE
-from service.settings import Settings
 from tests.database import rate_interaction
-from tests.postgres import free_port
 from tests.served import demo_env, running_server
-from training.evaluation.cli import EvalHooks
+from tests.training.retrain_helpers import entry, hooks, retrain_options, sessions_for, write_gates
 from training.evaluation.gates import GATES
 from training.retrain.config import STEPS, RetrainOptions
 from training.retrain.focus import write_focus_view
 from training.retrain.pipeline import Pipeline, RetrainOutcome, retrain
 from training.retrain.steps import default_name, gate_summary, pick_parent
 from zantara.cli import app
-from zantara.eval_engine import EngineSource
 
 TOKEN = "retrain-admin-token-0123456789"
 CORRECTIONS = [
@@ -64,14 +58,6 @@ CORRECTIONS = [
 ]
 
 
-def hooks() -> EvalHooks:
-    """The in-process evaluation the service's CLI hands to the command."""
-    return EvalHooks(
-        in_process=lambda base, specs: EngineSource(Settings(), base, specs),
-        database_url=lambda: Settings().resolved_database_url,
-    )
-
-
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite database for one test."""
@@ -88,54 +74,23 @@ def adapters_dir(tmp_path: Path, demo_adapter_path: Path) -> Path:
     return root
 
 
-def small_seed_bank(path: Path, per_category: int = 2) -> Path:
-    """The project's seed bank cut to `per_category` questions of each category."""
-    kept: list[str] = []
-    taken: dict[str, int] = {}
-    for line in SEED_FILE.read_text(encoding="utf-8").splitlines():
-        category = json.loads(line)["category"]
-        if taken.get(category, 0) < per_category:
-            kept.append(line)
-            taken[category] = taken.get(category, 0) + 1
-    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 def make_options(tmp_path: Path, demo_base_path: Path, adapters_dir: Path) -> Callable[..., RetrainOptions]:
     """Options with small limits: a 12-question seed bank, 1 training step, 2 questions a set."""
-    seed = small_seed_bank(tmp_path / "seed.jsonl")
 
     def make(database_url: str, **changes: Any) -> RetrainOptions:
-        options = RetrainOptions(
-            database_url=database_url,
-            var_dir=tmp_path / "var",
-            adapters_dir=adapters_dir,
-            base_model=str(demo_base_path.resolve()),
-            services=(f"http://127.0.0.1:{free_port()}",),
+        return retrain_options(
+            tmp_path,
+            database_url,
+            demo_base_path,
+            adapters_dir,
             admin_token=TOKEN,
-            max_steps=1,
-            eval_limit=2,
-            eval_max_tokens=24,
-            connect_attempts=1,
             load_timeout_s=120,
-            progress=False,
             train_overrides={"eval_steps": 1, "max_length": 384},
-            dataset_overrides={
-                "seed_path": seed,
-                "per_register": 4,
-                "synthetic_per_seed": 0,
-                "validation_share": 0.08,
-            },
+            **changes,
         )
-        return replace(options, **changes)
 
     return make
-
-
-def sessions_for(url: str) -> sessionmaker[Session]:
-    """A session factory on `url` (its engine lives as long as the test)."""
-    return make_session_factory(create_db_engine(url))
 
 
 def plant_corrections(url: str) -> list[int]:
@@ -212,22 +167,10 @@ def register_parent(url: str, adapters_dir: Path, last_correction_id: int | None
         )
 
 
-def write_gates(path: Path, values: dict[str, dict[str, Any]]) -> Path:
-    """A gates file over the defaults."""
-    path.write_text(yaml.safe_dump(values), encoding="utf-8")
-    return path
-
-
 def runs(url: str) -> list[retrain_runs.RunRecord]:
     """Every retrain run, newest first."""
     with sessions_for(url)() as session:
         return retrain_runs.list_runs(session)
-
-
-def entry(url: str, key: str) -> registry.AdapterEntry | None:
-    """The registry entry of `key`."""
-    with sessions_for(url)() as session:
-        return registry.get_version(session, key)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Helpers of the preference-tuning tests: a retrain on the demo model with small limits, the registry
-read back, and the loop's signals (answers, ratings, corrections) planted as the service stores them.
-(The same small-limit settings as `test_retrain.py`'s `make_options`.)"""
+"""Helpers of the retrain tests (supervised and preference tuning): a retrain on the demo model with
+small limits, the registry read back, and the loop's signals (answers, ratings, corrections) planted as
+the service stores them."""
 
 from __future__ import annotations
 
