@@ -79,13 +79,15 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/mypy zantara service router feedback training database knowledge migrations bench tests docs
 
-bench: install
+bench: install vllm
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/prefix_cache.py
 	$(BIN)/python bench/peft_step.py
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/ratings.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/engines.py
 
 bench-router: install
 	$(BIN)/python bench/router_overhead.py
