@@ -167,6 +167,72 @@ def test_dpo_reference_is_the_parent_adapter_not_the_base(
     assert not (result.adapter_dir / "checkpoints").exists()
 
 
+class Interrupt(TrainerCallback):
+    """Stops the run by raising after `at` steps (a killed process, as far as the checkpoints know)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+class FirstStep(TrainerCallback):
+    """The step a run starts from, and the policy's log-probabilities then."""
+
+    def __init__(self, tokenizer: Any, samples: list[tuple[list[dict[str, str]], str]]) -> None:
+        self.tokenizer, self.samples = tokenizer, samples
+        self.step: int | None = None
+        self.policy: list[float] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.policy = answer_logps(kwargs["model"], self.tokenizer, self.samples)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.step is None:
+            self.step = state.global_step
+
+
+@pytest.mark.slow
+def test_an_interrupted_dpo_run_resumes_with_the_parent_still_its_reference(
+    tmp_path: Path, demo_base_path: Path, demo_adapter_path: Path
+) -> None:
+    """Resuming loads the checkpoint into the trained adapter only: the policy starts where the
+    checkpoint left it (no longer the parent), the reference is still the parent adapter."""
+    from transformers import AutoTokenizer
+
+    dataset = write_dpo_dataset(tmp_path / "pref", TOPICS[:6])
+    rows = [json.loads(line) for line in (dataset / "train.jsonl").read_text().splitlines()]
+    samples = [(row["prompt"], row["chosen"][0]["content"]) for row in rows[:2]]
+    tokenizer = AutoTokenizer.from_pretrained(demo_base_path)
+    config = load_config(
+        dataset=dataset,
+        base_model=str(demo_base_path),
+        method="dpo",
+        init_adapter=demo_adapter_path,
+        output_dir=tmp_path / "adapters" / "zantara-demo" / "v2",
+        max_steps=4,
+        batch_size=2,
+        grad_accum=1,
+        eval_steps=2,
+        max_length=256,
+        early_stopping_patience=0,
+        learning_rate=5e-3,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[Interrupt(at=3)])
+    assert (config.output_dir / "checkpoints" / "checkpoint-2").is_dir()  # type: ignore[operator]
+    first = FirstStep(tokenizer, samples)
+    reference = CaptureReference(tokenizer, samples)
+    result = train(load_config(**{**config.to_dict(), "resume": True}), callbacks=[first, reference])
+    parent = logps_of(demo_base_path, demo_adapter_path, samples)
+    assert result.resumed_from == "checkpoint-2" and first.step == 2
+    assert result.metrics["global_step"] == 4
+    assert reference.reference == pytest.approx(parent, abs=1e-3)
+    assert any(abs(policy - p) > 1e-2 for policy, p in zip(first.policy, parent, strict=True))
+
+
 def test_wrong_kind_and_kto_batch_of_one_are_refused(tmp_path: Path, demo_base_path: Path) -> None:
     """A DPO folder for KTO, and KTO with a per-device batch of 1 (its KL term needs two answers)."""
     dataset = write_dpo_dataset(tmp_path / "pref", TOPICS[:3])
