@@ -121,7 +121,7 @@ RUN apt-get update \
 
 ARG UNSLOTH_VERSION=2026.10.9
 ARG BITSANDBYTES_VERSION=0.50.2
-RUN pip install "unsloth==${UNSLOTH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERSION}" "trl>=1.0" \
+RUN pip install "unsloth==${UNSLOTH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERSION}" "trl>=1.14,<1.17" \
     && pip list --format=freeze > /opt/venv/constraints.txt
 
 WORKDIR /app

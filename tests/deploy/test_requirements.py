@@ -45,8 +45,9 @@ NEEDED = {
     "transformers": ("5.0.0", "4.57.6"),
     # the first PEFT for transformers 5 (older ones break `from transformers import Trainer`)
     "peft": ("0.18.0", "0.17.1"),
-    # SFTConfig(completion_only_loss=..., max_length=...) on transformers 5
-    "trl": ("1.0.0", "0.29.1"),
+    # SFTConfig(completion_only_loss=..., max_length=...) on transformers 5; KTO and DPO keep a PEFT
+    # model's loaded adapter as a frozen "ref" copy, and 1.13's fused KTO loss ignored that reference
+    "trl": ("1.14.0", "1.13.0"),
     # transformers 5's own floor
     "torch": ("2.6.0", "2.5.1"),
     # `NoDecode` for the comma-separated ZANTARA_API_KEYS
