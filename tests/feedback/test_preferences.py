@@ -4,6 +4,7 @@ reviewer's name; reading changes nothing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from feedback.records import InteractionRecord, RatingWrite
 from feedback.review_queue import correct, reject_corrections
 from feedback.reviewers import add_reviewer
 from feedback.store import apply_ratings, save_interactions
-from tests.database import rate_interaction
+from tests.database import interaction_record, rate_interaction
 
 NOW = utcnow()
 
@@ -25,12 +26,9 @@ def record(
     key: str, minutes_ago: int, *, user: str | None, key_hash: str | None = None, tuned: bool = True
 ) -> InteractionRecord:
     """An answered interaction with a content-parts user message, by `zantara@v2` unless not `tuned`."""
-    return InteractionRecord(
-        id=key,
+    return replace(
+        interaction_record(key, "tuned" if tuned else "base"),
         user_hash=user,
-        model_requested="zantara",
-        routed=True,
-        variant="tuned" if tuned else "base",
         adapter_name="zantara" if tuned else None,
         adapter_version="v2" if tuned else None,
         messages=[
@@ -44,13 +42,11 @@ def record(
             },
         ],
         answer=f"answer {key}",
-        finish_reason="stop",
         prompt_tokens=10,
         completion_tokens=5,
         latency_s=0.1,
         ttft_s=None,
         params={},
-        streamed=False,
         key_hash=key_hash,
         created_at=NOW - timedelta(minutes=minutes_ago),
     )

@@ -19,6 +19,7 @@ from feedback import registry
 from feedback.records import InteractionRecord
 from knowledge.paths import SEED_FILE
 from service.settings import Settings
+from tests.database import interaction_record
 from tests.postgres import free_port
 from training.evaluation.cli import EvalHooks
 from training.retrain.config import RetrainOptions
@@ -116,23 +117,16 @@ def answer(topic: str) -> str:
 
 def interaction(key: str, user: str, question: str, text: str, minutes_ago: int) -> InteractionRecord:
     """An interaction answered by `zantara-demo@v1` (`minutes_ago` sets the order)."""
-    return InteractionRecord(
-        id=key,
+    return replace(
+        interaction_record(key),
         user_hash=user,
-        model_requested="zantara",
-        routed=True,
-        variant="tuned",
-        adapter_name="zantara-demo",
-        adapter_version="v1",
         messages=[{"role": "user", "content": question}],
         answer=text,
-        finish_reason="stop",
         prompt_tokens=10,
         completion_tokens=40,
         latency_s=0.1,
         ttft_s=None,
         params={},
-        streamed=False,
         target="canary",
         created_at=NOW - timedelta(minutes=minutes_ago),
     )

@@ -6,6 +6,7 @@ weights and exit codes checked."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from feedback.review_queue import correct
 from feedback.reviewers import add_reviewer
 from feedback.store import save_interactions
 from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
-from tests.database import rate_interaction
+from tests.database import interaction_record, rate_interaction
 from training.dataset.preferences_filters import (
     KTO_BALANCE,
     check_preference_file,
@@ -59,23 +60,18 @@ def interaction(
     key: str, user: str | None, question: str, text: str, minutes_ago: int, *, tuned: bool = True
 ) -> InteractionRecord:
     """An answered interaction (`minutes_ago` sets the order), by `zantara@v3` unless not `tuned`."""
-    return InteractionRecord(
-        id=key,
+    return replace(
+        interaction_record(key, "tuned" if tuned else "base"),
         user_hash=user,
-        model_requested="zantara",
-        routed=True,
-        variant="tuned" if tuned else "base",
         adapter_name="zantara" if tuned else None,
         adapter_version="v3" if tuned else None,
         messages=[{"role": "user", "content": question}],
         answer=text,
-        finish_reason="stop",
         prompt_tokens=10,
         completion_tokens=40,
         latency_s=0.1,
         ttft_s=None,
         params={},
-        streamed=False,
         target="canary" if tuned else "base",
         created_at=NOW - timedelta(minutes=minutes_ago),
     )
