@@ -240,33 +240,55 @@ class RunningBatch:
         self.sequences, self._cache, self._mask = [], None, None
 
     def _merge(self, newcomers: list[Sequence], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Add the prefilled newcomers to the batch, rows grouped by adapter (base rows first, as
+        `LoraRows` needs), in one copy of the cache: the running rows and the newcomers' rows are
+        copied straight to their place in the merged order, the narrower side left-padded on the way
+        (a concatenation, a padding and a reordering would each copy the whole cache)."""
         if self._cache is None or self._mask is None:
             self.sequences, self._cache, self._mask = list(newcomers), cache, mask
             return
-        width_old, width_new = self._mask.shape[1], mask.shape[1]
-        if width_new < width_old:
-            _left_pad(cache, width_old - width_new)
-            mask = torch.nn.functional.pad(mask, (width_old - width_new, 0))
-        elif width_old < width_new:
-            _left_pad(self._cache, width_new - width_old)
-            self._mask = torch.nn.functional.pad(self._mask, (width_new - width_old, 0))
+        combined = self.sequences + newcomers
+        order = sorted(range(len(combined)), key=lambda i: combined[i].adapter)
+        runs = _runs(order, len(self.sequences))
         for mine, theirs in zip(_layers(self._cache), _layers(cache), strict=True):
-            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
-            mine.values = torch.cat([mine.values, theirs.values], dim=0)
-        self._mask = torch.cat([self._mask, mask], dim=0)
-        self.sequences.extend(newcomers)
-        self._group_by_adapter()
+            mine.keys = _gather_rows((mine.keys, theirs.keys), runs, dim=-2)
+            mine.values = _gather_rows((mine.values, theirs.values), runs, dim=-2)
+        self._mask = _gather_rows((self._mask, mask), runs, dim=-1)
+        self.sequences = [combined[i] for i in order]
 
-    def _group_by_adapter(self) -> None:
-        """Reorder the rows so each adapter's rows are contiguous (LoRA then applies to slices)."""
-        order = sorted(range(len(self.sequences)), key=lambda i: self.sequences[i].adapter)
-        if order == list(range(len(self.sequences))):
-            return
-        assert self._cache is not None and self._mask is not None
-        index = torch.tensor(order, device=self._device)
-        self._cache.batch_select_indices(index)
-        self._mask = self._mask[index]
-        self.sequences = [self.sequences[i] for i in order]
+
+def _runs(order: list[int], split: int) -> list[tuple[int, int, int]]:
+    """`order` (indices into the running rows then the newcomers, the running ones below `split`) as
+    runs of consecutive rows of one side: `(side, start, stop)`, side 0 running, 1 newcomers."""
+    runs: list[tuple[int, int, int]] = []
+    for index in order:
+        side, row = (0, index) if index < split else (1, index - split)
+        if runs and runs[-1][0] == side and runs[-1][2] == row:
+            runs[-1] = (side, runs[-1][1], row + 1)
+        else:
+            runs.append((side, row, row + 1))
+    return runs
+
+
+def _gather_rows(
+    sources: tuple[torch.Tensor, torch.Tensor], runs: list[tuple[int, int, int]], dim: int
+) -> torch.Tensor:
+    """The rows of `runs` from `sources` in one new tensor, each right-aligned along `dim` (the
+    sequence axis) in the wider source's width, the columns before a narrower source's zero."""
+    width = max(source.shape[dim] for source in sources)
+    shape = list(sources[0].shape)
+    shape[0], shape[dim] = sum(stop - start for _, start, stop in runs), width
+    merged = sources[0].new_empty(shape)
+    row = 0
+    for side, start, stop in runs:
+        source = sources[side]
+        pad = width - source.shape[dim]
+        target = merged[row : row + stop - start]
+        target.narrow(dim, pad, source.shape[dim]).copy_(source[start:stop])
+        if pad:
+            target.narrow(dim, 0, pad).zero_()
+        row += stop - start
+    return merged
 
 
 def adapter_slices(sequences: list[Sequence]) -> list[tuple[str, int, int]] | None:
@@ -299,13 +321,6 @@ def _left_padded(cached: list[list[LayerKV]], used: list[int], width: int) -> li
                 values[row, :, width - n :] = cached[row][layer][1][:, :n]
         layers.append((keys, values))
     return layers
-
-
-def _left_pad(cache: DynamicCache, columns: int) -> None:
-    """Insert `columns` empty (masked) positions before every layer's keys and values."""
-    for layer in _layers(cache):
-        layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, columns, 0))
-        layer.values = torch.nn.functional.pad(layer.values, (0, 0, columns, 0))
 
 
 def _layers(cache: DynamicCache) -> list[Any]:

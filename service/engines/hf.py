@@ -47,7 +47,7 @@ from service.engines.prefix_cache import PrefixCache
 log = logging.getLogger(__name__)
 
 _MIXED = "__mixed__"  # PEFT mode of a batch whose rows use different adapters
-_SLICES = "__slices__"  # LoRA layers off, `LoraRows` adds each adapter's delta to its rows
+_ROWS = "__rows__"  # `LoraRows` runs the LoRA layers: base rows plain, each adapter's delta on its rows
 _MAX_LOOP_FAILURES = 5  # unexpected worker-loop errors in a row after which the worker gives up
 
 
@@ -83,6 +83,7 @@ class HFEngine:
         self.prefix_cache = PrefixCache(prefix_cache_tokens)
         self._model: Any = None
         self._peft_mode: str | None = None  # what `_switch_peft_mode` last set up; None: unknown
+        self._peft_layers_on: bool | None = None  # PEFT's LoRA layers enabled; None: unknown
         self._lora_rows = LoraRows([])
         self._slices_supported = False
         self._tokenizer: Any = None
@@ -465,56 +466,63 @@ class HFEngine:
         log.info("unloaded adapter %s", key)
 
     def _forward(self, sequences: list[Sequence], **inputs: Any) -> torch.Tensor:
-        """One forward pass choosing the cheapest PEFT path: all base, one adapter, or mixed.
+        """One forward pass choosing the cheapest path: all base, one adapter, or mixed.
 
-        A mixed batch whose rows are grouped by adapter, base rows first (`RunningBatch` keeps them
-        so), runs with the LoRA layers off and `LoraRows` adding each adapter's delta to its rows;
-        other mixed batches use PEFT's `adapter_names`."""
+        All-base batches, and mixed batches whose rows are grouped by adapter with base rows first
+        (`RunningBatch` keeps them so), run on `LoraRows`: the LoRA layers' forward replaced by their
+        base layer plus each adapter's delta on its rows. One adapter runs PEFT's own layers; other
+        mixed batches (or adapters `LoraRows` cannot apply) use PEFT's `adapter_names`."""
         inputs[self._cache_kwarg] = inputs.pop("past_key_values")
         if hasattr(self._model, "disable_adapter"):
             names = {s.adapter for s in sequences}
-            if len(names) == 1:
-                self._switch_peft_mode(names.pop())
-            elif self._slices_supported and (runs := _adapter_runs(sequences)) is not None:
-                self._switch_peft_mode(_SLICES)
+            runs = _adapter_runs(sequences) if self._slices_supported else None
+            if runs is not None and (not runs or len(names) > 1):
+                self._switch_peft_mode(_ROWS)
                 self._lora_rows.set_rows(runs)
+            elif len(names) == 1:
+                self._switch_peft_mode(names.pop())
             else:
                 self._switch_peft_mode(_MIXED)
                 inputs["adapter_names"] = [s.adapter for s in sequences]
         return self._model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
 
     def _reset_peft_mode(self) -> None:
-        """After a load or unload the layers and the active adapter changed: drop the slice hooks and
-        let the next batch set its mode afresh (hooks then go on the current set of layers)."""
-        from peft.tuners.lora import LoraLayer
-
+        """After a load or unload the layers and the active adapter changed: give the layers their own
+        forward back and let the next batch set its mode afresh (on the current set of layers)."""
         self._lora_rows.detach()
-        self._lora_rows = LoraRows([m for m in self._model.modules() if isinstance(m, LoraLayer)])
+        self._lora_rows = LoraRows.of(self._model)
         self._slices_supported = self._lora_rows.supported
         self._peft_mode = None
+        self._peft_layers_on = None
 
     def _switch_peft_mode(self, mode: str) -> None:
-        """Set the LoRA layers up for a batch: off (all rows base), one adapter, PEFT's mixed path, or
-        off with the slice hooks on (`_SLICES`).
+        """Set the LoRA layers up for a batch: `LoraRows` in charge (`_ROWS`), PEFT's layers off (all
+        rows base, where `LoraRows` cannot apply), one adapter, or PEFT's mixed path.
 
-        Only on a change: each switch walks every LoRA layer, which costs as much as a decode step of
-        this small model when done per step (as `disable_adapter()` as a context would), and a hook
-        left on a layer slows every forward through it."""
+        Only on a change: turning PEFT's layers on or off walks every LoRA layer, which costs as much
+        as a decode step of this small model when done per step (as `disable_adapter()` as a context
+        would)."""
         if mode == self._peft_mode:
             return
-        self._lora_rows.detach()
-        tuner = self._model.base_model
-        if mode in (BASE_ADAPTER, _SLICES):
-            if self._peft_mode not in (BASE_ADAPTER, _SLICES):
-                tuner.disable_adapter_layers()
-            if mode == _SLICES:
-                self._lora_rows.attach()
+        if mode == _ROWS:
+            self._lora_rows.attach()
         else:
-            if self._peft_mode in (None, BASE_ADAPTER, _SLICES):
-                tuner.enable_adapter_layers()
-            if mode != _MIXED:
+            self._lora_rows.detach()
+            self._set_peft_layers(on=mode != BASE_ADAPTER)
+            if mode not in (BASE_ADAPTER, _MIXED):
                 self._model.set_adapter(mode)
         self._peft_mode = mode
+
+    def _set_peft_layers(self, *, on: bool) -> None:
+        """Turn PEFT's LoRA layers on or off, unless they already are."""
+        if self._peft_layers_on is on:
+            return
+        tuner = self._model.base_model
+        if on:
+            tuner.enable_adapter_layers()
+        else:
+            tuner.disable_adapter_layers()
+        self._peft_layers_on = on
 
 
 def _adapter_runs(sequences: list[Sequence]) -> list[tuple[str, int, int]] | None:

@@ -208,6 +208,30 @@ async def test_requests_joining_a_running_batch_are_not_disturbed(engine: HFEngi
     assert (got_long, got_short) == (expected_long, expected_short)
 
 
+async def test_requests_joining_at_different_times_on_different_adapters_are_not_disturbed(
+    engine: HFEngine,
+) -> None:
+    # Each join merges newcomers of other prompt widths into a running batch and regroups the rows by
+    # adapter (base first): every answer must still be the one it gets alone.
+    long = SamplingParams(max_tokens=32, temperature=0)
+    jobs = [
+        (QUESTION, "other@v1"),
+        (GENERAL, None),
+        (QUESTION, "demo@v1"),
+        (QUESTION, None),
+        (GENERAL, "other@v1"),
+        (GENERAL, "demo@v1"),
+    ]
+    alone = [await answer(engine, m, a, long) for m, a in jobs]
+
+    async def joining(delay: float, messages: list[dict[str, str]], adapter: str | None) -> str:
+        await asyncio.sleep(delay)
+        return await answer(engine, messages, adapter, long)
+
+    together = await asyncio.gather(*(joining(0.03 * i, m, a) for i, (m, a) in enumerate(jobs)))
+    assert together == alone
+
+
 async def test_max_tokens_stop_and_seed_are_honoured(engine: HFEngine) -> None:
     # Some builds of the tiny model end an answer after a word: test on the first prompt this build
     # answers with more words and tokens, so that the 5-token and stop-word answers are its prefixes.

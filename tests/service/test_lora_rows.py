@@ -38,7 +38,7 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftMode
     ids = torch.randint(0, 300, (len(ROWS), 7))
     with torch.inference_mode():
         expected = model(input_ids=ids, adapter_names=ROWS).logits
-        rows = LoraRows([m for m in model.modules() if isinstance(m, LoraLayer)])
+        rows = LoraRows.of(model)
         assert rows.supported
         tuner: Any = model.base_model
         tuner.disable_adapter_layers()
@@ -47,6 +47,8 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftMode
             rows.attach()
             rows.set_rows([("wide", 2, 5), ("narrow", 5, 6)])
             mixed = model(input_ids=ids).logits
+            rows.set_rows([])
+            all_base = model(input_ids=ids).logits
             rows.detach()
             detached = model(input_ids=ids).logits
         finally:
@@ -55,6 +57,17 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftMode
     assert not torch.allclose(mixed[2:], base[2:], atol=1e-3), "the adapters must change their rows"
     assert torch.equal(mixed[:2], base[:2])
     assert torch.equal(detached, base)
+    assert torch.equal(all_base, base), "no adapter rows: every row is the base model's"
+
+
+def test_projections_reading_one_input_share_their_low_rank_product(model: PeftModel) -> None:
+    rows = LoraRows.of(model)
+    names = [
+        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, LoraLayer)
+    ]
+    groups = [[names[index] for index in group] for group in rows._groups]
+    layer = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+    assert groups == layer * 2
 
 
 def test_dora_is_left_to_peft() -> None:
@@ -62,4 +75,4 @@ def test_dora_is_left_to_peft() -> None:
         vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
     )
     dora = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
-    assert not LoraRows([m for m in dora.modules() if isinstance(m, LoraLayer)]).supported
+    assert not LoraRows.of(dora).supported
