@@ -20,8 +20,7 @@ Every answer runs to `--max-tokens`: the engines serve a copy of the demo model 
 token is its padding token, which it never generates (as `bench/throughput.py`'s random-weight model
 rarely ends early). With the demo's own end of turn (`--natural-eos`) the base's answers end after
 about 15 tokens and the adapter's run to 48, and the ratio would measure answer lengths as much as
-the engine (vLLM also counts the end-of-sequence token among the completion tokens, the hf engine
-does not).
+the engine.
 
 Run: `python bench/engines.py` (about 5 minutes on 2 cores).
 """

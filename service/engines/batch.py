@@ -79,9 +79,11 @@ class Sequence:
         )
 
     def accept(self, logits: torch.Tensor) -> None:
-        """Sample the next token from this row's logits and emit the text it adds."""
+        """Sample the next token from this row's logits and emit the text it adds. An end-of-sequence
+        token adds no text but counts as generated, as vLLM counts it in `completion_tokens`."""
         token = sample_token(logits, self.temperature, self.top_p, self.generator)
         if token in self.eos_ids:
+            self.generated += 1
             self._finish("stop")
             return
         self.generated += 1
