@@ -67,12 +67,17 @@ $(PROMETHEUS):
 
 prometheus: $(PROMETHEUS)
 
+# pytest-xdist: two workers, each pinned to a core of its own. tests/conftest.py hands out whole modules
+# (a module's server or browser is built once) and tests/vllm/ as one unit, the ones with slow tests first
+# (hence --no-loadscope-reorder). One test without xdist: `.venv/bin/python -m pytest -q PATH`.
+XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
+
 test: install browser prometheus lint vllm
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q $(XDIST) --durations=15
 
 # Everyday work: everything but the slowest end-to-end tests (`make test` and CI run them all).
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 # ruff, formatting and mypy fail `make test` (and CI) too; the layer contract runs as a test.
 lint: install

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from filelock import FileLock
 from sqlalchemy.orm import Session, sessionmaker
 from sse_starlette.sse import AppStatus
+from xdist.scheduler import LoadScopeScheduling
 
 from database.engine import DirectConnections, create_db_engine, direct_connections, make_session_factory
 from database.migrate import upgrade
@@ -26,6 +30,8 @@ from tests.postgres import free_port, fresh_database, session_server
 from training.demo.model import DEMO_ADAPTER
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO_BUILD_WAIT_S = 1800
+"""How long a pytest-xdist worker waits for another one's build of the demo models before failing."""
 
 
 def _demo_fingerprint() -> str:
@@ -43,6 +49,59 @@ def _demo_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker, and every process it starts, runs on its own share of the CPUs (one core
+    each under `make test`'s two workers on two cores): the torch threads of two workers, their servers
+    and trainings, never wait on each other on a shared core (the wheel test's demo build, two threads
+    beside another busy worker, took over 7 minutes; on a core of its own, 71 s)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    import torch
+
+    index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    cpus = sorted(os.sched_getaffinity(0))
+    share = set(cpus[index::count]) if count <= len(cpus) else {cpus[index % len(cpus)]}
+    for thread in os.listdir("/proc/self/task"):  # the threads running already; new ones inherit it
+        with contextlib.suppress(ProcessLookupError):  # one that ended meanwhile
+            os.sched_setaffinity(int(thread), share)
+    torch.set_num_threads(len(share))
+
+
+ONE_WORKER = ("tests/vllm/",)
+"""Folders whose tests all run on one pytest-xdist worker: tests/vllm's services on vLLM (a few GiB each)
+start once for the folder and never beside another of them."""
+
+
+def _unit(nodeid: str) -> str:
+    """A test's unit of work under `make test`'s `--dist loadscope`: its folder in `ONE_WORKER`, else its
+    module (a module-scoped fixture, such as a server, a browser or a trained adapter, is built once)."""
+    module = nodeid.split("::", 1)[0]
+    return next((folder for folder in ONE_WORKER if module.startswith(folder)), module)
+
+
+class _Scheduling(LoadScopeScheduling):
+    """pytest-xdist's `--dist loadscope`, with the scopes of `_unit`."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return _unit(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    """`--dist loadscope` hands out `_unit`s (`--dist loadgroup` ignores `xdist_group` marks added by a
+    hook under pytest 9.2: pytest-xdist issue 1386)."""
+    return _Scheduling(config, log) if config.getoption("dist") == "loadscope" else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker, the units holding a test marked `slow` come first (in collection order;
+    `--no-loadscope-reorder` hands them out in that order), so the longest never run last on their own."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        slow = {_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: _unit(item.nodeid) not in slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def streams_end_as_under_zantara_serve() -> None:
     """`zantara serve` turns sse-starlette's own shutdown watch off (uvicorn's graceful shutdown drains
@@ -54,15 +113,20 @@ def streams_end_as_under_zantara_serve() -> None:
 
 @pytest.fixture(scope="session")
 def demo_dirs() -> tuple[Path, Path]:
-    """(models_dir, adapters_dir) holding the demo base model and demo adapter, built once and cached."""
+    """(models_dir, adapters_dir) holding the demo base model and demo adapter, built once and cached
+    (under a file lock: one build even with several pytest-xdist workers)."""
     from training.demo.model import ensure_demo_adapter, ensure_demo_base
 
     root = REPO / ".cache" / "demo-models" / _demo_fingerprint()
     models_dir, adapters_dir = root / "models", root / "adapters"
     settings = Settings(models_dir=models_dir, adapters_dir=adapters_dir)
-    base = ensure_demo_base(settings.demo_base_path, progress=False)
-    name, version = DEMO_ADAPTER
-    ensure_demo_adapter(base, adapters_dir / name / version, progress=False)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Each pytest-xdist worker has its own session: the first one builds, the other waits and reuses the
+    # build (each part is renamed into place only once complete, so a killed build is redone).
+    with FileLock(root.parent / f"{root.name}.lock", timeout=DEMO_BUILD_WAIT_S):
+        base = ensure_demo_base(settings.demo_base_path, progress=False)
+        name, version = DEMO_ADAPTER
+        ensure_demo_adapter(base, adapters_dir / name / version, progress=False)
     return models_dir, adapters_dir
 
 

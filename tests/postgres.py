@@ -11,6 +11,7 @@ never skip.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import socket
@@ -25,11 +26,35 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 
+WORKER_PORTS = 1000
+"""Ports of each pytest-xdist worker's own range (see `free_port`)."""
+_next_port = itertools.count(os.getpid())  # another process of the same worker starts elsewhere
+
 
 def free_port() -> int:
-    """An unused TCP port on the loopback interface."""
+    """An unused TCP port on the loopback interface.
+
+    The port is free when handed out, not reserved: under pytest-xdist (`PYTEST_XDIST_WORKER=gwN`) each
+    worker takes its ports in turn from a range of its own (from 10000 + N * WORKER_PORTS, below the
+    kernel's default ephemeral ports, 32768 and up), so another worker's `free_port`, or an outgoing
+    connection, never takes one before the server it was meant for binds it. Otherwise the kernel picks.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    first = 10000 + int(worker.removeprefix("gw")) * WORKER_PORTS if worker.startswith("gw") else 0
+    if not first or first + WORKER_PORTS > 32768:
+        return _bound_port(0)
+    for _ in range(WORKER_PORTS):
+        try:
+            return _bound_port(first + next(_next_port) % WORKER_PORTS)
+        except OSError:
+            continue
+    raise RuntimeError(f"no free port in {first}..{first + WORKER_PORTS - 1}")
+
+
+def _bound_port(port: int) -> int:
+    """`port` (0: one the kernel picks) if it can be bound on 127.0.0.1 now; raises OSError otherwise."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         return int(sock.getsockname()[1])
 
 
