@@ -26,6 +26,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 
+TEST_CONNECT_TIMEOUT_S = 30
+"""PostgreSQL connect timeout in the URL of each test's database (see `fresh_database`)."""
 WORKER_PORTS = 1000
 """Ports of each pytest-xdist worker's own range (see `free_port`)."""
 _next_port = itertools.count(os.getpid())  # another process of the same worker starts elsewhere
@@ -151,14 +153,17 @@ def postgres_server() -> Iterator[str]:
 
 @contextmanager
 def fresh_database(server_url: str) -> Iterator[str]:
-    """Create an empty database on the server for one test; drop it afterwards."""
+    """Create an empty database on the server for one test; drop it afterwards. Its URL allows
+    `TEST_CONNECT_TIMEOUT_S` to connect (the service's default, 5 s, was once exceeded by a fresh
+    database's first connection while two pytest-xdist workers kept both cores busy)."""
     url = make_url(server_url)
     name = f"t_{uuid.uuid4().hex[:12]}"
     conninfo = _conninfo(url)
     with psycopg.connect(conninfo, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield url.set(database=name).render_as_string(hide_password=False)
+        database = url.set(database=name).update_query_dict({"connect_timeout": str(TEST_CONNECT_TIMEOUT_S)})
+        yield database.render_as_string(hide_password=False)
     finally:
         with psycopg.connect(conninfo, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
