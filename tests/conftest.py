@@ -50,10 +50,11 @@ def _demo_fingerprint() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A pytest-xdist worker, and every process it starts, runs on its own share of the CPUs (one core
-    each under `make test`'s two workers on two cores): the torch threads of two workers, their servers
-    and trainings, never wait on each other on a shared core (the wheel test's demo build, two threads
-    beside another busy worker, took over 7 minutes; on a core of its own, 71 s)."""
+    """A pytest-xdist worker, and every process it starts (PostgreSQL aside: `tests.postgres`), runs on
+    its own share of the CPUs (one core each under `make test`'s two workers on two cores): the torch
+    threads of two workers, their servers and trainings, never wait on each other on a shared core (the
+    wheel test's demo build, two threads beside another busy worker, took over 7 minutes; on a core of
+    its own, 71 s)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
         return

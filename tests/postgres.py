@@ -11,8 +11,8 @@ never skip.
 from __future__ import annotations
 
 import glob
-import itertools
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -28,29 +28,38 @@ from sqlalchemy.engine import URL, make_url
 
 TEST_CONNECT_TIMEOUT_S = 30
 """PostgreSQL connect timeout in the URL of each test's database (see `fresh_database`)."""
-WORKER_PORTS = 1000
-"""Ports of each pytest-xdist worker's own range (see `free_port`)."""
-_next_port = itertools.count(os.getpid())  # another process of the same worker starts elsewhere
+WORKER_PORTS = range(10000, 32768)
+"""The ports pytest-xdist workers share out among themselves: below the kernel's default ephemeral ports
+(32768 and up), so no outgoing connection takes one (see `free_port`)."""
+_handed_out: set[int] = set()
+_random = random.SystemRandom()  # never replayed by a test's random.seed()
 
 
 def free_port() -> int:
-    """An unused TCP port on the loopback interface.
+    """An unused TCP port on the loopback interface (free when handed out, not reserved).
 
-    The port is free when handed out, not reserved: under pytest-xdist (`PYTEST_XDIST_WORKER=gwN`) each
-    worker takes its ports in turn from a range of its own (from 10000 + N * WORKER_PORTS, below the
-    kernel's default ephemeral ports, 32768 and up), so another worker's `free_port`, or an outgoing
-    connection, never takes one before the server it was meant for binds it. Otherwise the kernel picks.
+    Under pytest-xdist (`PYTEST_XDIST_WORKER=gwN`) each worker picks at random in a slice of
+    `WORKER_PORTS` of its own and never hands out a port twice, so neither the other worker nor an
+    outgoing connection takes the port before the server it was meant for binds it. Otherwise the
+    kernel picks one.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    first = 10000 + int(worker.removeprefix("gw")) * WORKER_PORTS if worker.startswith("gw") else 0
-    if not first or first + WORKER_PORTS > 32768:
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or int(worker.removeprefix("gw")) >= count:
         return _bound_port(0)
-    for _ in range(WORKER_PORTS):
+    size = len(WORKER_PORTS) // count
+    mine = WORKER_PORTS[int(worker.removeprefix("gw")) * size :][:size]
+    for _ in range(1000):
+        port = _random.choice(mine)
+        if port in _handed_out:
+            continue
         try:
-            return _bound_port(first + next(_next_port) % WORKER_PORTS)
+            _bound_port(port)
         except OSError:
             continue
-    raise RuntimeError(f"no free port in {first}..{first + WORKER_PORTS - 1}")
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {mine}")
 
 
 def _bound_port(port: int) -> int:
@@ -61,8 +70,16 @@ def _bound_port(port: int) -> int:
 
 
 def _run_as_postgres(args: list[str]) -> None:
+    """Run a PostgreSQL program (as the `postgres` user when root) on any core: a pytest-xdist worker
+    runs on a core of its own (tests/conftest.py), but the server it starts here need not wait behind
+    that worker's busy core to start a backend (seen: a connection timing out after 5 s)."""
     command = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))  # this thread's; the programs inherit it
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        os.sched_setaffinity(0, pinned)
     if result.returncode:
         raise RuntimeError(f"{' '.join(args[:1])} failed ({result.returncode}):\n{result.stdout}")
 
