@@ -9,17 +9,19 @@ TORCH_SPEC ?= torch==2.13.0
 # in /opt/wheels (pyproject.toml's [tool.uv.sources]), the rest from PyPI, this project editable. After
 # changing the dependencies in pyproject.toml, run `.venv/bin/uv lock` and commit uv.lock with it
 # (`--locked` refuses a stale lock). `--inexact` leaves pip (tests/deploy/test_wheel.py builds with it).
-# `--compile-bytecode` (about 90 s): where PYTHONDONTWRITEBYTECODE is set, as in many CI images, every
-# process the tests start would otherwise compile torch and transformers afresh (a fresh `make test` took
-# 21 minutes that way).
+# Where PYTHONDONTWRITEBYTECODE is set (as in many CI images) Python never caches what it compiles, and
+# every process the tests start compiled torch and transformers afresh (a fresh `make test`: 21 minutes):
+# there uv compiles the venv's bytecode at install (`--compile-bytecode`, about 100 s); elsewhere the
+# first import of each module caches it.
 UV_SPEC ?= uv==0.13.10
+UV_COMPILE := $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
 
 .PHONY: install browser prometheus serve test test-fast lint bench bench-router clean vllm
 
 $(BIN)/zantara: pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip "$(UV_SPEC)"
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --quiet --locked --inexact --extra dev --compile-bytecode
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --quiet --locked --inexact --extra dev $(UV_COMPILE)
 	touch $(BIN)/zantara
 
 install: $(BIN)/zantara
