@@ -468,15 +468,16 @@ class HFEngine:
     def _forward(self, sequences: list[Sequence], **inputs: Any) -> torch.Tensor:
         """One forward pass choosing the cheapest path: all base, one adapter, or mixed.
 
-        All-base batches, and mixed batches whose rows are grouped by adapter with base rows first
-        (`RunningBatch` keeps them so), run on `LoraRows`: the LoRA layers' forward replaced by their
-        base layer plus each adapter's delta on its rows. One adapter runs PEFT's own layers; other
-        mixed batches (or adapters `LoraRows` cannot apply) use PEFT's `adapter_names`."""
+        Batches whose rows are grouped by adapter with base rows first (`RunningBatch` keeps them
+        so), all-base and all on one adapter included, run on `LoraRows`: the LoRA layers' forward
+        replaced by their base layers plus each adapter's delta on its rows (switching to PEFT's own
+        layers and back costs as much as a step). Adapters `LoraRows` cannot apply run PEFT's layers:
+        one adapter as PEFT's active adapter, several through PEFT's `adapter_names`."""
         inputs[self._cache_kwarg] = inputs.pop("past_key_values")
         if hasattr(self._model, "disable_adapter"):
             names = {s.adapter for s in sequences}
             runs = _adapter_runs(sequences) if self._slices_supported else None
-            if runs is not None and (not runs or len(names) > 1):
+            if runs is not None:
                 self._switch_peft_mode(_ROWS)
                 self._lora_rows.set_rows(runs)
             elif len(names) == 1:

@@ -2,24 +2,28 @@
 
 PEFT's mixed-batch path (`adapter_names`) builds index lists and gathers and scatters the rows of
 every adapter in every LoRA layer; on small models that costs more than the base forward itself
-(`bench/peft_step.py`). Here each LoRA linear layer's forward is replaced by its base layer plus the
-delta of all the batch's adapters at once: the adapters' A matrices stacked into one `[in, R]` matrix
-and their scaled B matrices into one `[R, out]`, so that
+(`bench/peft_step.py`). Here the LoRA layers that read one input (a decoder layer's q/k/v
+projections, its gate/up projections; every other layer alone) are computed together as one GEMM,
+whose weight holds their base weights one under the other and, below them, the A matrices of the
+batch's adapters:
 
-    out[rows] += ((x[rows] @ A_stack) * row_mask) @ B_stack
+    [base outputs | low rank] = x @ [W_q; W_k; W_v; A_stack]^T
+    base outputs[adapter rows] += (low rank[adapter rows] * row_mask) @ B_block
 
-where `row_mask[i]` keeps only the rank columns of row i's adapter (left out when the batch has one
-adapter). That is the same sum as `B_a(A_a(x)) * scaling_a` per row. Layers that read the same input
-(a decoder layer's q/k/v projections, its gate/up projections) share one `x @ A` product: their A
-stacks sit side by side, the first of them to see an input computes it for all, and the others take
-their columns of it. All-base batches run the same replaced forward with no adapter rows: the base
-layer alone, called as a function (PEFT's wrapper and two module calls per layer cost more than this
-small model's matmuls). Rows must be grouped so that base rows come first: only the rows from the
-first adapter row on are touched.
+`B_block` holds every member's scaled B matrices on the diagonal, and `row_mask[i]` keeps only the
+rank columns of row i's adapter (left out when the batch has one adapter). That is the same sum as
+`B_a(A_a(x)) * scaling_a` per row, in two operations per group where separate layers take two to
+three per layer: on a small model a step's time is mostly the number of operations, not arithmetic.
+The members' own base weights become views of that weight's rows, so the base model is not held
+twice; the rows below them are room for the A matrices, grown when a batch needs more. Each member
+returns its columns of the group's output. All-base batches run the same GEMM without the room.
+Rows must be grouped so that base rows come first: only the rows from the first adapter row on
+are touched.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from functools import partial
@@ -32,14 +36,113 @@ _MAX_STACKS = 8  # adapter combinations kept stacked; more are rebuilt on demand
 _SAME_INPUT = ({"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"})
 """Sibling projections that read the same input in the decoder layers of the models we serve."""
 
+_GROUP_WEIGHTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[torch.Tensor, torch.Tensor | None]]
+_GROUP_WEIGHTS = weakref.WeakKeyDictionary()
+"""The joint weight and bias of each group, by its first base layer: a `LoraRows` built after an
+adapter load finds its groups' weights already joined and reuses them."""
+
+
+@dataclass
+class _Group:
+    """LoRA layers that read one input, computed as one GEMM. `weight` is `[outputs + room, in]`:
+    the members' base weights one under the other (theirs are views of it), then `room` rows for the
+    current adapters' A matrices; `bias` likewise, or None when no member has one."""
+
+    layers: list[Any]
+    columns: list[tuple[int, int]]  # each member's output columns (start, stop)
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    @property
+    def outputs(self) -> int:
+        """Output features of all members together."""
+        return self.columns[-1][1]
+
+    @property
+    def room(self) -> int:
+        """Rows available for A matrices below the base weights."""
+        return self.weight.shape[0] - self.outputs
+
+    def grow(self, room: int) -> None:
+        """Make room for `room` rows of A matrices (a new joint weight; the members' views follow)."""
+        weight = self.weight.new_zeros((self.outputs + room, self.weight.shape[1]))
+        weight[: self.outputs] = self.weight[: self.outputs]
+        bias = None
+        if self.bias is not None:
+            bias = self.bias.new_zeros(self.outputs + room)
+            bias[: self.outputs] = self.bias[: self.outputs]
+        self.weight, self.bias = weight, bias
+        self._point_members()
+
+    def _point_members(self) -> None:
+        for layer, (start, stop) in zip(self.layers, self.columns, strict=True):
+            base = layer.base_layer
+            base.weight.data = self.weight[start:stop]
+            if base.bias is not None and self.bias is not None:
+                base.bias.data = self.bias[start:stop]
+        _GROUP_WEIGHTS[self.layers[0].base_layer] = (self.weight, self.bias)
+
+    @classmethod
+    def join(cls, layers: list[Any]) -> _Group:
+        """The group of `layers`, their base weights joined into one (or found already joined)."""
+        bases = [layer.base_layer for layer in layers]
+        columns, start = [], 0
+        for base in bases:
+            columns.append((start, start + base.out_features))
+            start += base.out_features
+        joined = _GROUP_WEIGHTS.get(bases[0])
+        if joined is not None and _views_of(joined, bases, columns):
+            return cls(layers, columns, *joined)
+        first = bases[0].weight
+        with torch.no_grad():
+            weight = torch.cat([base.weight.detach() for base in bases])
+            bias = None
+            if any(base.bias is not None for base in bases):
+                bias = torch.cat(
+                    [
+                        base.bias.detach() if base.bias is not None else first.new_zeros(base.out_features)
+                        for base in bases
+                    ]
+                )
+            group = cls(layers, columns, weight, bias)
+            group._point_members()
+        return group
+
+
+def _views_of(
+    joined: tuple[torch.Tensor, torch.Tensor | None], bases: list[Any], columns: list[tuple[int, int]]
+) -> bool:
+    """Whether the base layers' weights are still the rows of a joint weight, in this order."""
+    weight, _ = joined
+    return all(
+        base.weight.data_ptr() == weight[start].data_ptr() and base.weight.shape[0] == stop - start
+        for base, (start, stop) in zip(bases, columns, strict=True)
+    )
+
 
 @dataclass(frozen=True)
 class _Stacks:
-    """One adapter combination's stacked weights: per group of layers the A stacks side by side
-    (`[in, members * R]`), per layer its B stack (`[R, out]`)."""
+    """One adapter combination's stacked weights per group: its members' A matrices one under the
+    other (`[members * R, in]`) and their scaled B matrices block-diagonal (`[members * R, outputs]`)."""
 
     group_a: list[torch.Tensor]
-    layer_b: list[torch.Tensor]
+    group_b: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a group computes its product for the current rows: the weight and bias rows to multiply
+    by (the base weights, and the A matrices when there are adapter rows), then, when `width` rank
+    columns came out, each adapter row's delta (`B`, with the row mask when several adapters share
+    the batch); `sizes` splits the product into the members' columns (and the rank columns)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    outputs: int
+    width: int
+    b: torch.Tensor | None
+    mask: torch.Tensor | None
+    sizes: list[int]
 
 
 class LoraRows:
@@ -54,20 +157,18 @@ class LoraRows:
         for layer in layers:
             for name, rank in layer.r.items():
                 self._ranks[name] = max(rank, self._ranks.get(name, 0))
-        self._groups = _input_groups(named_layers)
-        member = {index: (g, p) for g, group in enumerate(self._groups) for p, index in enumerate(group)}
-        self._plan = [  # per layer: base weight, base bias, input group, place in the group
-            (layer.base_layer.weight, layer.base_layer.bias, *member[index])
-            for index, layer in enumerate(layers)
-        ]
+        self._group_indices = _input_groups(named_layers)
+        self._member = {
+            index: (g, p) for g, group in enumerate(self._group_indices) for p, index in enumerate(group)
+        }
+        self._groups: list[_Group] = []
         self._attached = False
         self._stacks: dict[tuple[str, ...], _Stacks] = {}
-        self._current = _Stacks([], [])
-        self._rank_width = 0
+        self._in_room: tuple[str, ...] | None = None  # the combination whose A matrices fill the rooms
         self._first_row = 0
-        self._group_masks: list[torch.Tensor | None] = []
+        self._plans: list[_Plan] = []
         self._rows_key: tuple[tuple[str, int, int], ...] = ()
-        self._seen: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None] = [None] * len(self._groups)
+        self._outputs: list[list[Any] | None] = [None] * len(self._group_indices)
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> LoraRows:
@@ -93,12 +194,18 @@ class LoraRows:
         )
 
     def attach(self) -> None:
-        """Replace the layers' forward with base layer plus deltas (PEFT's own layers, on or off, are
-        then bypassed); `detach` gives the layers their own forward back."""
-        if not self._attached:
-            for index, layer in enumerate(self._layers):
-                layer.forward = partial(self._forward, index)
-            self._attached = True
+        """Replace the layers' forward with their group's joint product (PEFT's own layers, on or
+        off, are then bypassed), every row base until `set_rows` says otherwise; `detach` gives the
+        layers their own forward back. The first attach joins each group's base weights."""
+        if self._attached:
+            return
+        if not self._groups:
+            self._groups = [_Group.join([self._layers[i] for i in group]) for group in self._group_indices]
+        for index, layer in enumerate(self._layers):
+            layer.forward = partial(self._forward, *self._member[index])
+        self._attached = True
+        self._rows_key = ()
+        self._plans = [self._base_plan(group) for group in self._groups]
 
     def detach(self) -> None:
         """Give the layers their own forward back."""
@@ -106,34 +213,78 @@ class LoraRows:
             for layer in self._layers:
                 del layer.forward
             self._attached = False
-        self._seen = [None] * len(self._groups)
+        self._outputs = [None] * len(self._group_indices)
 
     def set_rows(self, slices: Seq[tuple[str, int, int]]) -> None:
         """Which rows use which adapter for the next forward passes: `(adapter, start, stop)` for
         every adapter run of the batch (base rows left out; they must all come before these). No
-        slices: every row is base."""
+        slices: every row is base. Call after `attach`."""
         key = tuple(slices)
         if key == self._rows_key:
             return
         self._rows_key = key
-        self._seen = [None] * len(self._groups)
+        self._outputs = [None] * len(self._group_indices)
         if not slices:
+            self._plans = [self._base_plan(group) for group in self._groups]
             return
         names = tuple(dict.fromkeys(name for name, _, _ in slices))
-        self._current = self._stacked(names)
-        ranks = [self._ranks[name] for name in names]
-        self._rank_width = sum(ranks)
+        stacks = self._stacked(names)
+        self._fill_rooms(names, stacks)
         self._first_row = min(start for _, start, _ in slices)
-        self._group_masks = [None] * len(self._groups)
+        masks: list[torch.Tensor | None] = [None] * len(self._groups)
         if len(names) > 1:
-            rows = max(stop for _, _, stop in slices) - self._first_row
-            weight = self._layers[0].base_layer.weight
-            mask = torch.zeros((rows, 1, self._rank_width), dtype=weight.dtype, device=weight.device)
-            for name, start, stop in slices:
-                column = sum(ranks[: names.index(name)])
-                rank = self._ranks[name]
-                mask[start - self._first_row : stop - self._first_row, :, column : column + rank] = 1
-            self._group_masks = [mask.repeat(1, 1, len(group)) for group in self._groups]
+            mask = self._row_mask(slices, names, stacks.group_b[0])
+            masks = [mask.repeat(1, 1, len(group)) for group in self._group_indices]
+        self._plans = [
+            _Plan(
+                weight=group.weight[: group.outputs + a.shape[0]],
+                bias=group.bias[: group.outputs + a.shape[0]] if group.bias is not None else None,
+                outputs=group.outputs,
+                width=a.shape[0],
+                b=b,
+                mask=mask,
+                sizes=[stop - start for start, stop in group.columns] + [a.shape[0]],
+            )
+            for group, a, b, mask in zip(self._groups, stacks.group_a, stacks.group_b, masks, strict=True)
+        ]
+
+    @staticmethod
+    def _base_plan(group: _Group) -> _Plan:
+        """The plan of a group whose rows are all base: the base weights alone."""
+        return _Plan(
+            weight=group.weight[: group.outputs],
+            bias=group.bias[: group.outputs] if group.bias is not None else None,
+            outputs=group.outputs,
+            width=0,
+            b=None,
+            mask=None,
+            sizes=[stop - start for start, stop in group.columns],
+        )
+
+    def _row_mask(
+        self, slices: Seq[tuple[str, int, int]], names: tuple[str, ...], like: torch.Tensor
+    ) -> torch.Tensor:
+        """`[adapter rows, 1, R]`: 1 on the rank columns of each row's adapter, 0 elsewhere."""
+        ranks = [self._ranks[name] for name in names]
+        rows = max(stop for _, _, stop in slices) - self._first_row
+        mask = torch.zeros((rows, 1, sum(ranks)), dtype=like.dtype, device=like.device)
+        for name, start, stop in slices:
+            column = sum(ranks[: names.index(name)])
+            rank = ranks[names.index(name)]
+            mask[start - self._first_row : stop - self._first_row, :, column : column + rank] = 1
+        return mask
+
+    def _fill_rooms(self, names: tuple[str, ...], stacks: _Stacks) -> None:
+        """Put the combination's A matrices in the rows below each group's base weights (growing the
+        room where it is too small), unless they are there already."""
+        if names == self._in_room:
+            return
+        with torch.no_grad():
+            for group, stacked_a in zip(self._groups, stacks.group_a, strict=True):
+                if group.room < stacked_a.shape[0]:
+                    group.grow(stacked_a.shape[0])
+                group.weight[group.outputs : group.outputs + stacked_a.shape[0]] = stacked_a
+        self._in_room = names
 
     def _stacked(self, names: tuple[str, ...]) -> _Stacks:
         """The stacked weights of an adapter combination, kept for the next batches with it."""
@@ -142,14 +293,16 @@ class LoraRows:
                 self._stacks.clear()
             per_layer = [self._stack_layer(layer, names) for layer in self._layers]
             self._stacks[names] = _Stacks(
-                group_a=[torch.cat([per_layer[i][0] for i in group], dim=1) for group in self._groups],
-                layer_b=[b for _, b in per_layer],
+                group_a=[torch.cat([per_layer[i][0] for i in group]) for group in self._group_indices],
+                group_b=[
+                    torch.block_diag(*[per_layer[i][1] for i in group]) for group in self._group_indices
+                ],
             )
         return self._stacks[names]
 
     def _stack_layer(self, layer: Any, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A layer's adapters' A matrices side by side (`[in, R]`) and their B matrices times their
-        scaling stacked (`[R, out]`), each adapter padded with zeros to its largest rank."""
+        """A layer's adapters' A matrices one under the other (`[R, in]`) and their B matrices times
+        their scaling stacked (`[R, out]`), each adapter padded with zeros to its largest rank."""
         weight = layer.base_layer.weight
         a_parts, b_parts = [], []
         for name in names:
@@ -162,35 +315,38 @@ class LoraRows:
                 b[:, :own] = layer.lora_B[name].weight.to(weight.dtype) * layer.scaling[name]
             a_parts.append(a)
             b_parts.append(b)
-        return torch.cat(a_parts).t().contiguous(), torch.cat(b_parts, dim=1).t().contiguous()
+        return torch.cat(a_parts), torch.cat(b_parts, dim=1).t().contiguous()
 
-    def _low_rank(self, group: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`(x[rows] @ A) * row_mask` for each layer of `group` (`[tokens of the adapter rows, R]`),
-        computed once per input."""
-        seen = self._seen[group]
-        if seen is not None and seen[0] is x:
-            return seen[1]
-        rows = x[self._first_row :]
-        low_rank = torch.mm(rows.reshape(-1, rows.shape[-1]), self._current.group_a[group])
-        mask = self._group_masks[group]
-        if mask is not None:
-            low_rank.view(rows.shape[0], -1, low_rank.shape[-1]).mul_(mask)
-        width = self._rank_width
-        parts = tuple(low_rank[:, i : i + width] for i in range(0, low_rank.shape[1], width))
-        self._seen[group] = (x, parts)
-        return parts
+    def _forward(self, group: int, position: int, x: torch.Tensor) -> torch.Tensor:
+        """This layer's columns of its group's product for `x`: computed by the first member that
+        sees `x`, taken by the others. A member that reads another input computes its own."""
+        kept = self._outputs[group]  # [input, columns, members still to take theirs]
+        if kept is None or kept[0] is not x:
+            kept = [x, self._product(self._plans[group], x), len(self._group_indices[group])]
+            self._outputs[group] = kept
+        kept[2] -= 1
+        if not kept[2]:
+            self._outputs[group] = None  # every member has its columns: do not hold the activations
+        return kept[1][position]
 
-    def _forward(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """The base layer's output plus, on the adapter rows, their adapter's delta. The base layer is
-        applied as a function: a module call costs more than this small model's matmul."""
-        weight, bias, group, position = self._plan[index]
-        output = F.linear(x, weight, bias)
-        if not self._rows_key:
-            return output
-        low_rank = self._low_rank(group, x)[position]
-        flat = output.view(-1, output.shape[-1])
-        flat[flat.shape[0] - low_rank.shape[0] :].addmm_(low_rank, self._current.layer_b[index])
-        return output
+    def _product(self, plan: _Plan, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The group's product for `x` (base outputs, then rank columns), each adapter row's delta
+        added to its base outputs; split into the members' columns. Strided views of the fresh
+        product address the adapter rows: each view is an operation, and operations are what a
+        small model's step costs."""
+        product = F.linear(x, plan.weight, plan.bias)
+        if plan.b is not None:
+            columns = product.shape[-1]
+            first = self._first_row * (product.numel() // (columns * product.shape[0])) * columns
+            tokens = (product.numel() - first) // columns
+            low_rank = product.as_strided((tokens, plan.width), (columns, 1), first + plan.outputs)
+            if plan.mask is not None:
+                low_rank = (low_rank.view(plan.mask.shape[0], -1, plan.width) * plan.mask).view(tokens, -1)
+            delta_rows = product.as_strided((tokens, plan.outputs), (columns, 1), first)
+            delta_rows.addmm_(low_rank, plan.b)
+        if len(plan.sizes) == 1:
+            return (product,)
+        return product.split_with_sizes(plan.sizes, -1)
 
 
 def _input_groups(named_layers: list[tuple[str, Any]]) -> list[list[int]]:

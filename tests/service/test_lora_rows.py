@@ -15,9 +15,9 @@ from service.engines.lora_rows import LoraRows
 ROWS = ["__base__", "__base__", "wide", "wide", "wide", "narrow"]
 
 
-@pytest.fixture(scope="module")
-def model() -> PeftModel:
-    """A small random Llama with two random adapters of different ranks on different layers."""
+def two_adapter_model(*, bias: bool = False) -> PeftModel:
+    """A small random Llama (with attention biases if `bias`) with two random adapters of different
+    ranks on different layers."""
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=300,
@@ -26,12 +26,18 @@ def model() -> PeftModel:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        attention_bias=bias,
     )
     wide = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
     narrow = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     peft_model = get_peft_model(LlamaForCausalLM(config), wide, adapter_name="wide")
     peft_model.add_adapter("narrow", narrow)
     return peft_model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> PeftModel:
+    return two_adapter_model()
 
 
 def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftModel) -> None:
@@ -60,12 +66,57 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftMode
     assert torch.equal(all_base, base), "no adapter rows: every row is the base model's"
 
 
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "attention-bias"])
+def test_one_adapter_then_two_then_one_again_match_peft(bias: bool) -> None:
+    """The rooms for A matrices grow from one adapter's to two adapters' and shrink back in use; a
+    batch all on one adapter (no base rows) works too; biased projections keep their bias."""
+    peft_model = two_adapter_model(bias=bias)
+    tuner: Any = peft_model.base_model
+    ids = torch.randint(0, 300, (len(ROWS), 5))
+    with torch.inference_mode():
+        expected_mixed = peft_model(input_ids=ids, adapter_names=ROWS).logits
+        peft_model.set_adapter("wide")
+        expected_wide = peft_model(input_ids=ids).logits
+        tuner.disable_adapter_layers()
+        rows = LoraRows.of(peft_model)
+        rows.attach()
+        try:
+            rows.set_rows([("wide", 2, 6)])
+            one = peft_model(input_ids=ids).logits
+            rows.set_rows([("wide", 2, 5), ("narrow", 5, 6)])
+            two = peft_model(input_ids=ids).logits
+            rows.set_rows([("wide", 0, 6)])
+            all_wide = peft_model(input_ids=ids).logits
+        finally:
+            rows.detach()
+            tuner.enable_adapter_layers()
+    assert torch.allclose(one[2:], expected_wide[2:], atol=1e-5)
+    assert torch.allclose(two, expected_mixed, atol=1e-5)
+    assert torch.allclose(all_wide, expected_wide, atol=1e-5)
+
+
+def test_the_base_weights_are_joined_once_and_not_copied(model: PeftModel) -> None:
+    """Each group's base weights become rows of one joint weight; a `LoraRows` built later (after an
+    adapter load) reuses it instead of copying the base model again."""
+    first = LoraRows.of(model)
+    first.attach()
+    first.detach()
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    pointers = [layer.base_layer.weight.data_ptr() for layer in layers]
+    q, k = layers[0].base_layer.weight, layers[1].base_layer.weight
+    assert k.data_ptr() == q.data_ptr() + q.numel() * q.element_size(), "k's rows follow q's"
+    second = LoraRows.of(model)
+    second.attach()
+    second.detach()
+    assert [layer.base_layer.weight.data_ptr() for layer in layers] == pointers
+
+
 def test_projections_reading_one_input_share_their_low_rank_product(model: PeftModel) -> None:
     rows = LoraRows.of(model)
     names = [
         name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, LoraLayer)
     ]
-    groups = [[names[index] for index in group] for group in rows._groups]
+    groups = [[names[index] for index in group] for group in rows._group_indices]
     layer = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
     assert groups == layer * 2
 
