@@ -94,6 +94,7 @@ bench: install vllm
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/prefix_cache.py
 	$(BIN)/python bench/peft_step.py
+	$(BIN)/python bench/lora_step.py
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/ratings.py
 	$(BIN)/python bench/train_step.py

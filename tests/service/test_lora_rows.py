@@ -101,7 +101,7 @@ def test_the_base_weights_are_joined_once_and_not_copied(model: PeftModel) -> No
     first = LoraRows.of(model)
     first.attach()
     first.detach()
-    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    layers: list[Any] = [module for module in model.modules() if isinstance(module, LoraLayer)]
     pointers = [layer.base_layer.weight.data_ptr() for layer in layers]
     q, k = layers[0].base_layer.weight, layers[1].base_layer.weight
     assert k.data_ptr() == q.data_ptr() + q.numel() * q.element_size(), "k's rows follow q's"
