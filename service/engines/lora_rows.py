@@ -131,17 +131,16 @@ class _Stacks:
 
 @dataclass(frozen=True)
 class _Plan:
-    """How a group computes its product for the current rows: the weight and bias rows to multiply
-    by (the base weights, and the A matrices when there are adapter rows), then, when `width` rank
-    columns came out, each adapter row's delta (`B`, with the row mask when several adapters share
-    the batch); `sizes` splits the product into the members' columns (and the rank columns)."""
+    """How a group computes its product for one adapter combination: the weight and bias rows to
+    multiply by (the base weights, and the A matrices when there are adapters), then, when `width`
+    rank columns came out, each adapter row's delta (`B`); `sizes` splits the product into the
+    members' columns (and the rank columns)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     outputs: int
     width: int
     b: torch.Tensor | None
-    mask: torch.Tensor | None
     sizes: list[int]
 
 
@@ -166,7 +165,9 @@ class LoraRows:
         self._stacks: dict[tuple[str, ...], _Stacks] = {}
         self._in_room: tuple[str, ...] | None = None  # the combination whose A matrices fill the rooms
         self._first_row = 0
+        self._plans_by_names: dict[tuple[str, ...], list[_Plan]] = {}
         self._plans: list[_Plan] = []
+        self._masks: list[torch.Tensor] = []  # per group, when several adapters share the batch
         self._rows_key: tuple[tuple[str, int, int], ...] = ()
         self._outputs: list[list[Any] | None] = [None] * len(self._group_indices)
 
@@ -205,7 +206,8 @@ class LoraRows:
             layer.forward = partial(self._forward, *self._member[index])
         self._attached = True
         self._rows_key = ()
-        self._plans = [self._base_plan(group) for group in self._groups]
+        self._plans = self._plans_for(())
+        self._masks = []
 
     def detach(self) -> None:
         """Give the layers their own forward back."""
@@ -224,29 +226,45 @@ class LoraRows:
             return
         self._rows_key = key
         self._outputs = [None] * len(self._group_indices)
-        if not slices:
-            self._plans = [self._base_plan(group) for group in self._groups]
-            return
         names = tuple(dict.fromkeys(name for name, _, _ in slices))
-        stacks = self._stacked(names)
-        self._fill_rooms(names, stacks)
-        self._first_row = min(start for _, start, _ in slices)
-        masks: list[torch.Tensor | None] = [None] * len(self._groups)
+        if names:
+            self._fill_rooms(names)
+            self._first_row = min(start for _, start, _ in slices)
+        self._plans = self._plans_for(names)
+        self._masks = []
         if len(names) > 1:
-            mask = self._row_mask(slices, names, stacks.group_b[0])
-            masks = [mask.repeat(1, 1, len(group)) for group in self._group_indices]
-        self._plans = [
-            _Plan(
-                weight=group.weight[: group.outputs + a.shape[0]],
-                bias=group.bias[: group.outputs + a.shape[0]] if group.bias is not None else None,
-                outputs=group.outputs,
-                width=a.shape[0],
-                b=b,
-                mask=mask,
-                sizes=[stop - start for start, stop in group.columns] + [a.shape[0]],
-            )
-            for group, a, b, mask in zip(self._groups, stacks.group_a, stacks.group_b, masks, strict=True)
-        ]
+            mask = self._row_mask(slices, names)
+            by_members: dict[int, torch.Tensor] = {}
+            self._masks = [
+                by_members.setdefault(len(group), mask.repeat(1, 1, len(group)))
+                for group in self._group_indices
+            ]
+
+    def _plans_for(self, names: tuple[str, ...]) -> list[_Plan]:
+        """Each group's plan for an adapter combination (none: all rows base), kept for the next
+        batches with it: the batch's rows change at every join and finish, its adapters seldom."""
+        plans = self._plans_by_names.get(names)
+        if plans is None:
+            if len(self._plans_by_names) >= _MAX_STACKS:
+                self._plans_by_names.clear()
+            plans = [self._base_plan(group) for group in self._groups]
+            if names:
+                stacks = self._stacked(names)
+                plans = [
+                    _Plan(
+                        weight=group.weight[: group.outputs + a.shape[0]],
+                        bias=group.bias[: group.outputs + a.shape[0]] if group.bias is not None else None,
+                        outputs=group.outputs,
+                        width=a.shape[0],
+                        b=b,
+                        sizes=[*plan.sizes, a.shape[0]],
+                    )
+                    for group, plan, a, b in zip(
+                        self._groups, plans, stacks.group_a, stacks.group_b, strict=True
+                    )
+                ]
+            self._plans_by_names[names] = plans
+        return plans
 
     @staticmethod
     def _base_plan(group: _Group) -> _Plan:
@@ -257,16 +275,14 @@ class LoraRows:
             outputs=group.outputs,
             width=0,
             b=None,
-            mask=None,
             sizes=[stop - start for start, stop in group.columns],
         )
 
-    def _row_mask(
-        self, slices: Seq[tuple[str, int, int]], names: tuple[str, ...], like: torch.Tensor
-    ) -> torch.Tensor:
+    def _row_mask(self, slices: Seq[tuple[str, int, int]], names: tuple[str, ...]) -> torch.Tensor:
         """`[adapter rows, 1, R]`: 1 on the rank columns of each row's adapter, 0 elsewhere."""
         ranks = [self._ranks[name] for name in names]
         rows = max(stop for _, _, stop in slices) - self._first_row
+        like = self._groups[0].weight
         mask = torch.zeros((rows, 1, sum(ranks)), dtype=like.dtype, device=like.device)
         for name, start, stop in slices:
             column = sum(ranks[: names.index(name)])
@@ -274,15 +290,16 @@ class LoraRows:
             mask[start - self._first_row : stop - self._first_row, :, column : column + rank] = 1
         return mask
 
-    def _fill_rooms(self, names: tuple[str, ...], stacks: _Stacks) -> None:
-        """Put the combination's A matrices in the rows below each group's base weights (growing the
-        room where it is too small), unless they are there already."""
+    def _fill_rooms(self, names: tuple[str, ...]) -> None:
+        """Put the combination's A matrices in the rows below each group's base weights, unless they
+        are there already. A room too small grows, and the plans made on the old weights go."""
         if names == self._in_room:
             return
         with torch.no_grad():
-            for group, stacked_a in zip(self._groups, stacks.group_a, strict=True):
+            for group, stacked_a in zip(self._groups, self._stacked(names).group_a, strict=True):
                 if group.room < stacked_a.shape[0]:
                     group.grow(stacked_a.shape[0])
+                    self._plans_by_names.clear()
                 group.weight[group.outputs : group.outputs + stacked_a.shape[0]] = stacked_a
         self._in_room = names
 
@@ -322,26 +339,28 @@ class LoraRows:
         sees `x`, taken by the others. A member that reads another input computes its own."""
         kept = self._outputs[group]  # [input, columns, members still to take theirs]
         if kept is None or kept[0] is not x:
-            kept = [x, self._product(self._plans[group], x), len(self._group_indices[group])]
+            kept = [x, self._product(group, x), len(self._group_indices[group])]
             self._outputs[group] = kept
         kept[2] -= 1
         if not kept[2]:
             self._outputs[group] = None  # every member has its columns: do not hold the activations
         return kept[1][position]
 
-    def _product(self, plan: _Plan, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _product(self, group: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The group's product for `x` (base outputs, then rank columns), each adapter row's delta
         added to its base outputs; split into the members' columns. Strided views of the fresh
         product address the adapter rows: each view is an operation, and operations are what a
         small model's step costs."""
+        plan = self._plans[group]
         product = F.linear(x, plan.weight, plan.bias)
         if plan.b is not None:
             columns = product.shape[-1]
             first = self._first_row * (product.numel() // (columns * product.shape[0])) * columns
             tokens = (product.numel() - first) // columns
             low_rank = product.as_strided((tokens, plan.width), (columns, 1), first + plan.outputs)
-            if plan.mask is not None:
-                low_rank = (low_rank.view(plan.mask.shape[0], -1, plan.width) * plan.mask).view(tokens, -1)
+            if self._masks:
+                mask = self._masks[group]
+                low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(tokens, -1)
             delta_rows = product.as_strided((tokens, plan.outputs), (columns, 1), first)
             delta_rows.addmm_(low_rank, plan.b)
         if len(plan.sizes) == 1:
