@@ -125,7 +125,18 @@
     });
   }
 
-  async function act(item, suffix, body, done) {
+  // An answer's requests run one after another, in the order they were asked for: a save typed while
+  // its check is still on the way waits for it, so the check's result never overwrites the save's.
+  const pending = new WeakMap();
+
+  function act(item, suffix, body, done) {
+    const previous = pending.get(item) || Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => send(item, suffix, body, done));
+    pending.set(item, next);
+    return next;
+  }
+
+  async function send(item, suffix, body, done) {
     busy(item, true);
     const reply = await post(item, suffix, body);
     busy(item, false);
