@@ -1,18 +1,23 @@
 """One decode step through the hf engine's `LoraRows`, all-base against mixed batches: the mixed /
-all-base ratio as the forward pass alone allows it.
+all-base ratio as the forward pass alone allows it, with the adapter rows' deltas added by torch's
+`addmm_` and by `row_delta`'s compiled loop side by side.
 
 `bench/engines.py` measures the same ratio through the engine (scheduling, sampling, streaming
 included), where a shared machine's bursts move whole slices of the run. Here the loads take turns
-every few steps in one process, and each keeps its fastest round, so what is left is the step's own
-cost. For Llama models of a few sizes (random weights, 4 layers; the demo model is the first) with
-two random adapters of the demo adapter's shape (r=16 on all seven projections), on 1 torch thread,
-batch 16 over a 120-token KV cache: all rows base, 3 rows on one adapter (about 20%), 8 rows on one
-adapter (50%), and 4 + 4 rows on two adapters. Run: `python bench/lora_step.py` (about a minute).
+every few steps in one process, in a new random order every round, and the ratio printed is the
+median over rounds of each round's own ratio (the milliseconds are medians too): a burst of someone
+else's work moves one round's ratio, not the median. For Llama models of a few sizes (random
+weights, 4 layers; the demo model is the first) with two random adapters of the demo adapter's shape
+(r=16 on all seven projections), on 1 torch thread, batch 16 over a 120-token KV cache: all rows
+base, 3 rows on one adapter (about 20%), 8 rows on one adapter (50%), and 4 + 4 rows on two
+adapters. Run: `python bench/lora_step.py` (about two minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import statistics
 import time
 from typing import Any
 
@@ -32,19 +37,28 @@ LOADS: dict[str, list[tuple[str, int, int]]] = {
 }
 
 
-def fastest_steps_ms(model: Any, rounds: int, steps: int) -> dict[str, float]:
-    """Per load, the fastest round's milliseconds per decode step, the loads taking turns."""
+RUNS = [("all-base", False)] + [(name, compiled) for name in list(LOADS)[1:] for compiled in (False, True)]
+"""Every load with each delta path (compiled loop or not); all-base has no delta."""
+
+
+def round_steps_ms(model: Any, rounds: int, steps: int) -> dict[tuple[str, bool], list[float]]:
+    """Per run (load and delta path), each round's milliseconds per decode step: every round runs
+    each of them for `steps` steps, in a fresh random order, so that a burst of someone else's work
+    falls on one round of a few runs, not on a whole load."""
     rows = LoraRows.of(model)
     rows.attach()
-    best = dict.fromkeys(LOADS, float("inf"))
+    times: dict[tuple[str, bool], list[float]] = {run: [] for run in RUNS}
+    order = list(RUNS)
     with torch.inference_mode():
         ids = torch.randint(0, 4000, (ROWS, CONTEXT))
         cache = model(input_ids=ids, use_cache=True).past_key_values
         token = torch.randint(0, 4000, (ROWS, 1))
         positions = torch.full((ROWS, 1), CONTEXT)
         for _ in track(range(rounds), description="rounds", transient=True):
-            for name, slices in LOADS.items():
-                rows.set_rows(slices)
+            random.shuffle(order)
+            for name, compiled in order:
+                rows.compiled = compiled
+                rows.set_rows(LOADS[name])
                 started = time.perf_counter()
                 for _ in range(steps):
                     model(
@@ -55,29 +69,38 @@ def fastest_steps_ms(model: Any, rounds: int, steps: int) -> dict[str, float]:
                         logits_to_keep=1,
                     )
                     cache.crop(-1)
-                best[name] = min(best[name], (time.perf_counter() - started) / steps * 1000)
+                times[name, compiled].append((time.perf_counter() - started) / steps * 1000)
     rows.detach()
-    return best
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--steps", type=int, default=10, help="decode steps per load and round")
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=5, help="decode steps per run and round")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print("| hidden | all-base ms | " + " | ".join(f"{name} ms (ratio)" for name in list(LOADS)[1:]) + " |")
-    print("|---" * len(LOADS) + "|---|")
+    random.seed(0)
+    print(
+        "| hidden | all-base ms | "
+        + " | ".join(f"{name}, {'loop' if compiled else 'addmm_'}: ms (ratio)" for name, compiled in RUNS[1:])
+        + " |"
+    )
+    print("|---" * (1 + len(RUNS)) + "|")
     for hidden, intermediate in SIZES:
         model = two_adapter_model(hidden, intermediate)
         model.base_model.disable_adapter_layers()
-        best = fastest_steps_ms(model, args.rounds, args.steps)
-        base = best["all-base"]
-        cells = [f"{best[name]:.2f} ({base / best[name]:.2f})" for name in list(LOADS)[1:]]
-        print(f"| {hidden} | {base:.2f} | " + " | ".join(cells) + " |")
+        times = round_steps_ms(model, args.rounds, args.steps)
+        base = times["all-base", False]
+        cells = [
+            f"{statistics.median(times[run]):.2f} "
+            f"({statistics.median(b / t for b, t in zip(base, times[run], strict=True)):.3f})"
+            for run in RUNS[1:]
+        ]
+        print(f"| {hidden} | {statistics.median(base):.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ batch's adapters:
 
 `B_block` holds every member's scaled B matrices on the diagonal, and `row_mask[i]` keeps only the
 rank columns of row i's adapter (left out when the batch has one adapter). That is the same sum as
-`B_a(A_a(x)) * scaling_a` per row, in two operations per group where separate layers take two to
-three per layer: on a small model a step's time is mostly the number of operations, not arithmetic.
+`B_a(A_a(x)) * scaling_a` per row, in two calls per group where separate layers take two to three
+operations per layer: on a small model a step's time is mostly the number of operations, not
+arithmetic. The second call, for a decode step's few adapter rows, is `row_delta`'s compiled loop
+(float32 on the CPU), else torch's `addmm_` on strided views of the product.
 The members' own base weights become views of that weight's rows, so the base model is not held
 twice; the rows below them are room for the A matrices, grown when a batch needs more. Each member
 returns its columns of the group's output. All-base batches run the same GEMM without the room.
@@ -31,6 +33,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from service.engines import row_delta
 
 _MAX_STACKS = 8  # adapter combinations kept stacked; more are rebuilt on demand
 _SAME_INPUT = ({"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"})
@@ -123,10 +127,12 @@ def _views_of(
 @dataclass(frozen=True)
 class _Stacks:
     """One adapter combination's stacked weights per group: its members' A matrices one under the
-    other (`[members * R, in]`) and their scaled B matrices block-diagonal (`[members * R, outputs]`)."""
+    other (`[members * R, in]`) and their scaled B matrices block-diagonal (`[members * R, outputs]`),
+    also as the blocks alone for `row_delta`'s loop."""
 
     group_a: list[torch.Tensor]
     group_b: list[torch.Tensor]
+    group_blocks: list[row_delta.Blocks]
 
 
 @dataclass(frozen=True)
@@ -142,16 +148,20 @@ class _Plan:
     width: int
     b: torch.Tensor | None
     sizes: list[int]
+    blocks: row_delta.Blocks | None = None  # `b`'s diagonal blocks, for `loop`
+    loop: row_delta.RowDelta | None = None  # adds small deltas in one call; None: torch's addmm_
 
 
 class LoraRows:
     """Each adapter's LoRA delta added to its rows of the batch, in place of PEFT's layers."""
 
-    def __init__(self, named_layers: list[tuple[str, Any]]) -> None:
+    def __init__(self, named_layers: list[tuple[str, Any]], *, compiled: bool = True) -> None:
         """`named_layers`: the model's PEFT LoRA layers with their module names, in module order
-        (empty before the first adapter is loaded; see `of`)."""
+        (empty before the first adapter is loaded; see `of`). `compiled`: add a decode step's float32
+        CPU deltas with `row_delta`'s compiled loop where the host can build it (False: always torch)."""
         layers = [layer for _, layer in named_layers]
         self._layers = layers
+        self._compiled = compiled
         self._ranks: dict[str, int] = {}  # each adapter's largest rank over the layers
         for layer in layers:
             for name, rank in layer.r.items():
@@ -172,13 +182,30 @@ class LoraRows:
         self._outputs: list[list[Any] | None] = [None] * len(self._group_indices)
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> LoraRows:
+    def of(cls, model: torch.nn.Module, *, compiled: bool = True) -> LoraRows:
         """The LoRA layers of a (PEFT) model."""
         from peft.tuners.lora import LoraLayer
 
         return cls(
-            [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+            [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)],
+            compiled=compiled,
         )
+
+    @property
+    def compiled(self) -> bool:
+        """Whether a decode step's float32 CPU deltas go to `row_delta`'s compiled loop (where the
+        host builds it) rather than torch's `addmm_`. Settable: `bench/lora_step.py` times both in
+        one run."""
+        return self._compiled
+
+    @compiled.setter
+    def compiled(self, value: bool) -> None:
+        if value == self._compiled:
+            return
+        self._compiled = value
+        self._plans_by_names.clear()
+        if self._attached:
+            self._plans = self._plans_for(tuple(dict.fromkeys(name for name, _, _ in self._rows_key)))
 
     @property
     def supported(self) -> bool:
@@ -258,13 +285,22 @@ class LoraRows:
                         width=a.shape[0],
                         b=b,
                         sizes=[*plan.sizes, a.shape[0]],
+                        blocks=blocks,
+                        loop=self._loop_for(b),
                     )
-                    for group, plan, a, b in zip(
-                        self._groups, plans, stacks.group_a, stacks.group_b, strict=True
+                    for group, plan, a, b, blocks in zip(
+                        self._groups, plans, stacks.group_a, stacks.group_b, stacks.group_blocks, strict=True
                     )
                 ]
             self._plans_by_names[names] = plans
         return plans
+
+    def _loop_for(self, b: torch.Tensor) -> row_delta.RowDelta | None:
+        """The compiled loop for deltas with this B, when allowed and it can take them (float32 on
+        the CPU)."""
+        if not self._compiled or b.dtype != torch.float32 or b.device.type != "cpu":
+            return None
+        return row_delta.compiled()
 
     @staticmethod
     def _base_plan(group: _Group) -> _Plan:
@@ -314,6 +350,9 @@ class LoraRows:
                 group_b=[
                     torch.block_diag(*[per_layer[i][1] for i in group]) for group in self._group_indices
                 ],
+                group_blocks=[
+                    row_delta.Blocks.of([per_layer[i][1] for i in group]) for group in self._group_indices
+                ],
             )
         return self._stacks[names]
 
@@ -348,21 +387,27 @@ class LoraRows:
 
     def _product(self, group: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The group's product for `x` (base outputs, then rank columns), each adapter row's delta
-        added to its base outputs; split into the members' columns. Strided views of the fresh
-        product address the adapter rows: each view is an operation, and operations are what a
-        small model's step costs."""
+        added to its base outputs; split into the members' columns. A decode step's few adapter rows
+        go to the compiled loop in one call; more rows, or without the loop, strided views of the
+        fresh product address them for torch's `addmm_` (each view is an operation, and operations
+        are what a small model's step costs)."""
         plan = self._plans[group]
         product = F.linear(x, plan.weight, plan.bias)
         if plan.b is not None:
             columns = product.shape[-1]
-            first = self._first_row * (product.numel() // (columns * product.shape[0])) * columns
-            tokens = (product.numel() - first) // columns
-            low_rank = product.as_strided((tokens, plan.width), (columns, 1), first + plan.outputs)
-            if self._masks:
-                mask = self._masks[group]
-                low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(tokens, -1)
-            delta_rows = product.as_strided((tokens, plan.outputs), (columns, 1), first)
-            delta_rows.addmm_(low_rank, plan.b)
+            per_row = product.numel() // (columns * product.shape[0])  # tokens of each sequence
+            first = self._first_row * per_row
+            tokens = product.numel() // columns - first
+            mask = self._masks[group] if self._masks else None
+            if plan.loop is not None and plan.blocks is not None and tokens <= row_delta.MAX_ROWS:
+                plan.loop(product, first, per_row, plan.outputs, plan.width, plan.blocks, mask)
+            else:
+                start = first * columns
+                low_rank = product.as_strided((tokens, plan.width), (columns, 1), start + plan.outputs)
+                if mask is not None:
+                    low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(tokens, -1)
+                delta_rows = product.as_strided((tokens, plan.outputs), (columns, 1), start)
+                delta_rows.addmm_(low_rank, plan.b)
         if len(plan.sizes) == 1:
             return (product,)
         return product.split_with_sizes(plan.sizes, -1)

@@ -10,6 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from service.engines import row_delta
 from service.engines.lora_rows import LoraRows
 
 ROWS = ["__base__", "__base__", "wide", "wide", "wide", "narrow"]
@@ -40,11 +41,21 @@ def model() -> PeftModel:
     return two_adapter_model()
 
 
-def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftModel) -> None:
-    ids = torch.randint(0, 300, (len(ROWS), 7))
+# (tokens per row, compiled): 7 tokens put more than `row_delta.MAX_ROWS` adapter tokens in a product,
+# which go to torch's addmm_; 2 tokens (a decode step's few rows) go to the compiled loop, or to torch
+# when it is not allowed.
+PATHS = [(7, True), (2, True), (2, False)]
+PATH_IDS = ["long-rows-torch", "short-rows-compiled-loop", "short-rows-torch"]
+
+
+@pytest.mark.parametrize(("tokens", "compiled"), PATHS, ids=PATH_IDS)
+def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(
+    model: PeftModel, tokens: int, compiled: bool
+) -> None:
+    ids = torch.randint(0, 300, (len(ROWS), tokens))
     with torch.inference_mode():
         expected = model(input_ids=ids, adapter_names=ROWS).logits
-        rows = LoraRows.of(model)
+        rows = LoraRows.of(model, compiled=compiled)
         assert rows.supported
         tuner: Any = model.base_model
         tuner.disable_adapter_layers()
@@ -53,12 +64,14 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftMode
             rows.attach()
             rows.set_rows([("wide", 2, 5), ("narrow", 5, 6)])
             mixed = model(input_ids=ids).logits
+            loops = {plan.loop for plan in rows._plans}
             rows.set_rows([])
             all_base = model(input_ids=ids).logits
             rows.detach()
             detached = model(input_ids=ids).logits
         finally:
             tuner.enable_adapter_layers()
+    assert loops == ({row_delta.compiled()} if compiled else {None})
     assert torch.allclose(mixed, expected, atol=1e-5)
     assert not torch.allclose(mixed[2:], base[2:], atol=1e-3), "the adapters must change their rows"
     assert torch.equal(mixed[:2], base[:2])
@@ -66,19 +79,20 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(model: PeftMode
     assert torch.equal(all_base, base), "no adapter rows: every row is the base model's"
 
 
+@pytest.mark.parametrize(("tokens", "compiled"), PATHS, ids=PATH_IDS)
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "attention-bias"])
-def test_one_adapter_then_two_then_one_again_match_peft(bias: bool) -> None:
+def test_one_adapter_then_two_then_one_again_match_peft(bias: bool, tokens: int, compiled: bool) -> None:
     """The rooms for A matrices grow from one adapter's to two adapters' and shrink back in use; a
     batch all on one adapter (no base rows) works too; biased projections keep their bias."""
     peft_model = two_adapter_model(bias=bias)
     tuner: Any = peft_model.base_model
-    ids = torch.randint(0, 300, (len(ROWS), 5))
+    ids = torch.randint(0, 300, (len(ROWS), tokens))
     with torch.inference_mode():
         expected_mixed = peft_model(input_ids=ids, adapter_names=ROWS).logits
         peft_model.set_adapter("wide")
         expected_wide = peft_model(input_ids=ids).logits
         tuner.disable_adapter_layers()
-        rows = LoraRows.of(peft_model)
+        rows = LoraRows.of(peft_model, compiled=compiled)
         rows.attach()
         try:
             rows.set_rows([("wide", 2, 6)])

@@ -1,0 +1,120 @@
+"""The LoRA delta of a decode step's few adapter rows, added by a small compiled loop (`row_delta.c`).
+
+`LoraRows` computes each adapter row's rank columns in the same GEMM as its base outputs, then adds
+`rank columns @ B` to the base outputs. For the handful of adapter rows of a decode step that last
+product is tiny, and torch spends on it what a step of the demo model spends on its arithmetic:
+two strided views and an `addmm_`, 11-13 us per group inside a step. The C loop does it in one
+foreign call of 1-6 us, which is what lifts the mixed / all-base ratio to the issue's goal
+(`bench/lora_step.py` measures both paths side by side).
+
+The loop is compiled on first use by the host's C compiler (`$CC`, else `cc`) for the host's own CPU
+(`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs), in a private
+temporary directory, then loaded with `ctypes`: about 0.1 s, once per process, and nothing to
+install or cache. Where no compiler is found (the slim `cpu-demo` image) `compiled()` says why in the
+log and returns None, and `LoraRows` keeps torch's `addmm_`, which computes the same sums.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("row_delta.c")
+MAX_ROWS = 16
+"""Largest number of product rows (tokens) given to the loop: up to here it beats torch's GEMM (a
+decode step's adapter rows), beyond it (prefill) torch's blocked, threaded GEMM is faster."""
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """A group's block-diagonal B for the loop: each member's scaled B (`[ranks, outs]`, ranks one
+    after another, outputs one after another) flat in `b`, and `layout` `[members, 4]`: each
+    member's (rank start, ranks, output start, outputs)."""
+
+    b: torch.Tensor
+    layout: torch.Tensor
+
+    @classmethod
+    def of(cls, parts: list[torch.Tensor]) -> Blocks:
+        """The blocks of members' `[ranks, outs]` B matrices, in member order."""
+        rows, columns, places = 0, 0, []
+        for part in parts:
+            places.append((rows, part.shape[0], columns, part.shape[1]))
+            rows, columns = rows + part.shape[0], columns + part.shape[1]
+        flat = torch.cat([part.contiguous().flatten() for part in parts])
+        return cls(flat, torch.tensor(places, dtype=torch.int64))
+
+
+RowDelta = Callable[[torch.Tensor, int, int, int, int, Blocks, torch.Tensor | None], None]
+
+
+@functools.cache
+def compiled() -> RowDelta | None:
+    """The compiled loop as `add(product, first_row, per_mask_row, outputs, width, blocks, mask)`, or
+    None (logged) when this host cannot compile it. `product` is a contiguous float32 CPU tensor whose
+    rows from `first_row` on (at most `MAX_ROWS` of them) get their rank columns
+    `product[:, outputs:outputs + width]` (times `mask`'s row for every `per_mask_row` rows) times
+    the block-diagonal B of `blocks` added to their first `outputs` columns; `blocks` and `mask`
+    likewise float32 (`mask` contiguous `[rows / per_mask_row, width]`)."""
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    with tempfile.TemporaryDirectory(prefix="zantara-row-delta-") as folder:
+        library = Path(folder) / "row_delta.so"
+        command = [*compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(library), str(SOURCE)]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as error:
+            detail = getattr(error, "stderr", None) or error
+            log.warning(
+                "LoRA row delta: torch's addmm_, no compiled loop (%s): %s", shlex.join(command), detail
+            )
+            return None
+        function = ctypes.CDLL(str(library)).row_delta  # loaded: the file may go with its folder
+    function.restype = None
+    function.argtypes = [
+        ctypes.c_void_p,
+        *[ctypes.c_int64] * 5,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
+    log.info("LoRA row delta: compiled loop loaded (%s)", compiler[0])
+
+    def add(
+        product: torch.Tensor,
+        first_row: int,
+        per_mask_row: int,
+        outputs: int,
+        width: int,
+        blocks: Blocks,
+        mask: torch.Tensor | None,
+    ) -> None:
+        columns = product.shape[-1]
+        rows = product.numel() // columns - first_row
+        start = product.data_ptr() + first_row * columns * product.element_size()
+        function(
+            start,
+            columns,
+            rows,
+            per_mask_row,
+            outputs,
+            width,
+            blocks.b.data_ptr(),
+            blocks.layout.data_ptr(),
+            blocks.layout.shape[0],
+            mask.data_ptr() if mask is not None else None,
+        )
+
+    return add
