@@ -23,6 +23,10 @@ rarely ends early). With the demo's own end of turn (`--natural-eos`) the base's
 about 15 tokens and the adapter's run to 48, and the ratio would measure answer lengths as much as
 the engine.
 
+`--control` sends the mixed slices to the base model too: the ratios it prints are the machine's
+noise alone (on the 2-core machine of bench/RESULTS.md, 1.00-1.06 from run to run), the yardstick for
+a single run's ratio.
+
 Run: `python bench/engines.py` (about 5 minutes on 2 cores).
 """
 
@@ -77,9 +81,11 @@ async def measure(
     cycles: int,
     concurrency: int,
     max_tokens: int,
+    control: bool = False,
 ) -> dict[str, Any]:
     """Start the engine, load the adapter, run the loads of ORDER; per load the generated tokens, the
-    seconds and every request's time to first token."""
+    seconds and every request's time to first token. `control`: every slice on the base model, the
+    mixed ones included."""
     sys.path.insert(0, str(REPO))  # this checkout, whichever venv runs the worker
     from knowledge.prompts import ZANTARA_SYSTEM_PROMPT
     from service.engines import create_engine
@@ -129,7 +135,7 @@ async def measure(
     for _ in range(cycles):
         cycle: dict[str, list[float]] = {name: [0, 0.0] for name in SHARES}
         for name in ORDER:
-            tokens, seconds, ttft = await load(SHARES[name], requests)
+            tokens, seconds, ttft = await load(0.0 if control else SHARES[name], requests)
             results[name]["tokens"] += tokens
             results[name]["seconds"] += seconds
             results[name]["ttft"] += ttft
@@ -151,6 +157,7 @@ def run_worker(engine_name: str, args: argparse.Namespace, base: Path, adapter: 
         command = [python, __file__, "--worker", engine_name, "--out", str(out), "--base", str(base)]
         command += ["--adapter", *adapter, "--requests", str(args.requests), "--cycles", str(args.cycles)]
         command += ["--concurrency", str(args.concurrency), "--max-tokens", str(args.max_tokens)]
+        command += ["--control"] if args.control else []
         env = {**os.environ, **ENGINE_SETTINGS[engine_name], "ZANTARA_VAR_DIR": var_dir}
         env.setdefault("ZANTARA_LOG_LEVEL", "warning")
         load = os.getloadavg()[0]
@@ -233,6 +240,11 @@ def main() -> None:
     parser.add_argument(
         "--natural-eos", action="store_true", help="keep the demo's end of turn: answers end early"
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="the mixed slices on the base model too: what the ratios read when nothing differs",
+    )
     parser.add_argument("--worker", choices=tuple(ENGINE_SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -241,7 +253,7 @@ def main() -> None:
     if args.worker:
         adapter = tuple(args.adapter)
         loads = (args.requests, args.cycles, args.concurrency, args.max_tokens)
-        result = asyncio.run(measure(args.worker, args.base, adapter, *loads))
+        result = asyncio.run(measure(args.worker, args.base, adapter, *loads, control=args.control))
         args.out.write_text(json.dumps(result), encoding="utf-8")
         return
 
@@ -263,6 +275,7 @@ def main() -> None:
         f"\ndemo model, fp32, concurrency {args.concurrency}, {args.cycles} cycles x 2 x {args.requests} "
         "requests per load, "
         f"max_tokens {args.max_tokens} ({length}), greedy"
+        + (", control: the mixed slices on the base model too" if args.control else "")
     )
     for result in results:
         started, load = result["start_s"], result["load_before"]

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from service.engines import row_delta
 from service.engines.base import (
     AdapterInfo,
     Delta,
@@ -153,6 +154,8 @@ class HFEngine:
         dtype = torch.bfloat16 if self._device.type == "cuda" else torch.float32
         model: Any = AutoModelForCausalLM.from_pretrained(self._model_path, dtype=dtype)
         model = model.to(self._device).eval()
+        if dtype == torch.float32 and self._device.type == "cpu":
+            row_delta.compiled()  # built now (about 0.1 s, logged), not in the first adapter's step
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
