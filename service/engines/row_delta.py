@@ -10,8 +10,9 @@ foreign call of 1-6 us, which is what lifts the mixed / all-base ratio to the is
 The loop is compiled on first use by the host's C compiler (`$CC`, else `cc`) for the host's own CPU
 (`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs), in a private
 temporary directory, then loaded with `ctypes`: about 0.1 s, once per process, and nothing to
-install or cache. Where no compiler is found (the slim `cpu-demo` image) `compiled()` says why in the
-log and returns None, and `LoraRows` keeps torch's `addmm_`, which computes the same sums.
+install or cache. Where no compiler is found (the slim `cpu-demo` image), or the temporary directory
+cannot take or run the library (read-only, `noexec`), `compiled()` says why in the log and returns
+None, and `LoraRows` keeps torch's `addmm_`, which computes the same sums.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +62,16 @@ class Blocks:
 RowDelta = Callable[[torch.Tensor, int, int, int, int, Blocks, torch.Tensor | None], None]
 
 
+def _build(compiler: list[str]) -> Any:
+    """`row_delta` of `row_delta.c` built by `compiler` in a private temporary folder and loaded (the
+    file may go with its folder once loaded)."""
+    with tempfile.TemporaryDirectory(prefix="zantara-row-delta-") as folder:
+        library = Path(folder) / "row_delta.so"
+        command = [*compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(library), str(SOURCE)]
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
+        return ctypes.CDLL(str(library)).row_delta
+
+
 @functools.cache
 def compiled() -> RowDelta | None:
     """The compiled loop as `add(product, first_row, per_mask_row, outputs, width, blocks, mask)`, or
@@ -69,18 +81,12 @@ def compiled() -> RowDelta | None:
     the block-diagonal B of `blocks` added to their first `outputs` columns; `blocks` and `mask`
     likewise float32 (`mask` contiguous `[rows / per_mask_row, width]`)."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
-    with tempfile.TemporaryDirectory(prefix="zantara-row-delta-") as folder:
-        library = Path(folder) / "row_delta.so"
-        command = [*compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(library), str(SOURCE)]
-        try:
-            subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError) as error:
-            detail = getattr(error, "stderr", None) or error
-            log.warning(
-                "LoRA row delta: torch's addmm_, no compiled loop (%s): %s", shlex.join(command), detail
-            )
-            return None
-        function = ctypes.CDLL(str(library)).row_delta  # loaded: the file may go with its folder
+    try:
+        function = _build(compiler)
+    except (OSError, subprocess.SubprocessError) as error:  # no compiler, no temp dir, a noexec /tmp
+        detail = getattr(error, "stderr", None) or error
+        log.warning("LoRA row delta: torch's addmm_, no compiled loop (%s): %s", shlex.join(compiler), detail)
+        return None
     function.restype = None
     function.argtypes = [
         ctypes.c_void_p,

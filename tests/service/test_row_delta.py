@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 
 import pytest
 import torch
@@ -58,14 +59,19 @@ def test_the_loop_adds_what_addmm_adds_and_touches_nothing_else(
     assert torch.equal(product[:first], expected[:first]), "base rows stay"
 
 
-def test_without_a_compiler_it_says_so_and_leaves_deltas_to_torch(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("missing", ["compiler", "temporary directory"])
+def test_without_a_compiler_or_a_place_to_build_it_says_so_and_leaves_deltas_to_torch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, missing: str
 ) -> None:
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+    if missing == "compiler":
+        monkeypatch.setenv("CC", "/nonexistent/cc")
+    else:
+        monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/tmp")
     row_delta.compiled.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger=row_delta.__name__):
             assert row_delta.compiled() is None
     finally:
         row_delta.compiled.cache_clear()
-    assert "torch's addmm_" in caplog.text and "/nonexistent/cc" in caplog.text
+    assert "torch's addmm_" in caplog.text
+    assert "/nonexistent/" in caplog.text, "the log names what is missing"
