@@ -2,17 +2,19 @@
 
 `LoraRows` computes each adapter row's rank columns in the same GEMM as its base outputs, then adds
 `rank columns @ B` to the base outputs. For the handful of adapter rows of a decode step that last
-product is tiny, and torch spends on it what a step of the demo model spends on its arithmetic:
-two strided views and an `addmm_`, 11-13 us per group inside a step. The C loop does it in one
-foreign call of 1-6 us, which is what lifts the mixed / all-base ratio to the issue's goal
-(`bench/lora_step.py` measures both paths side by side).
+product is tiny, and what it costs is calls and memory: torch's path is two strided views and an
+`addmm_` over the whole block-diagonal B (zeros included), about 12 us per group inside a step; the
+loop is one foreign call over B's diagonal blocks alone, about 8 us. On the demo model that is 0.07
+ms of a 5 ms step with one adapter, more with two (`bench/lora_step.py` times both paths side by
+side; bench/RESULTS.md, Session 12).
 
-The loop is compiled on first use by the host's C compiler (`$CC`, else `cc`) for the host's own CPU
-(`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs), in a private
-temporary directory, then loaded with `ctypes`: about 0.1 s, once per process, and nothing to
-install or cache. Where no compiler is found (the slim `cpu-demo` image), or the temporary directory
-cannot take or run the library (read-only, `noexec`), `compiled()` says why in the log and returns
-None, and `LoraRows` keeps torch's `addmm_`, which computes the same sums.
+The loop is compiled by the host's C compiler (`$CC`, else `cc`) for the host's own CPU
+(`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs) the first time
+`compiled()` is called (the hf engine calls it while it loads the model), in a private temporary
+directory, then loaded with `ctypes`: about 0.1 s, once per process, and nothing to install or cache.
+Where no compiler is found (the slim `cpu-demo` image), or the temporary directory cannot take or run
+the library (read-only, `noexec`), `compiled()` says why in the log and returns None, and `LoraRows`
+keeps torch's `addmm_`, which computes the same sums.
 """
 
 from __future__ import annotations
