@@ -24,8 +24,10 @@ about 15 tokens and the adapter's run to 48, and the ratio would measure answer 
 the engine.
 
 `--control` sends the mixed slices to the base model too: the ratios it prints are the machine's
-noise alone (on the 2-core machine of bench/RESULTS.md, 1.00-1.06 from run to run), the yardstick for
-a single run's ratio.
+noise alone (on the 2-core machine of bench/RESULTS.md, 0.99-1.06 from run to run), the yardstick for
+a single run's ratio. `--runs N` runs each engine N times, a fresh worker each, the engines taking
+turns: the table pools the runs, and each mixed load gets its runs' ratios with their mean and a 95%
+confidence interval (run it with and without `--control`).
 
 Run: `python bench/engines.py` (about 5 minutes on 2 cores).
 """
@@ -194,6 +196,43 @@ def cycle_ratios(loads: dict[str, Any], name: str) -> list[float]:
     return [r / b for r, b in zip(loads[name]["cycles"], loads["all-base"]["cycles"], strict=True)]
 
 
+def pooled_ratio(loads: dict[str, Any], name: str) -> float:
+    """Load `name`'s tokens/s over all-base's, over all cycles."""
+    base = loads["all-base"]
+    return (loads[name]["tokens"] / loads[name]["seconds"]) / (base["tokens"] / base["seconds"])
+
+
+def merged(runs: list[dict]) -> dict:
+    """One engine's runs as one: tokens and seconds summed, times to first token and cycles pooled."""
+    loads: dict[str, dict[str, Any]] = {}
+    for name in SHARES:
+        parts = [run["loads"][name] for run in runs]
+        loads[name] = {
+            "tokens": sum(part["tokens"] for part in parts),
+            "seconds": sum(part["seconds"] for part in parts),
+            "ttft": [ttft for part in parts for ttft in part["ttft"]],
+            "cycles": [cycle for part in parts for cycle in part["cycles"]],
+        }
+    start_s = statistics.mean(run["start_s"] for run in runs)
+    return {
+        "engine": runs[0]["engine"],
+        "start_s": start_s,
+        "load_before": runs[0]["load_before"],
+        "loads": loads,
+    }
+
+
+def run_spread(runs: list[dict], name: str) -> str:
+    """Each run's pooled ratio on load `name`, their mean and its 95% confidence interval (Student's t)."""
+    from scipy import stats
+
+    ratios = [pooled_ratio(run["loads"], name) for run in runs]
+    mean = statistics.mean(ratios)
+    half = stats.t.ppf(0.975, len(ratios) - 1) * statistics.stdev(ratios) / len(ratios) ** 0.5
+    each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+    return f"{each}: mean {mean:.3f}, 95% CI {mean - half:.3f}-{mean + half:.3f}"
+
+
 def table(results: list[dict]) -> str:
     """The Markdown table of every engine and load."""
     lines = [
@@ -203,13 +242,12 @@ def table(results: list[dict]) -> str:
     ]
     for result in results:
         loads = result["loads"]
-        base_rate = loads["all-base"]["tokens"] / loads["all-base"]["seconds"]
         for name in SHARES:
             got = loads[name]
             rate = got["tokens"] / got["seconds"]
             ratio = spread = ""
             if name != "all-base":
-                ratio = f"{rate / base_rate:.2f}"
+                ratio = f"{pooled_ratio(loads, name):.2f}"
                 per_cycle = cycle_ratios(loads, name)
                 spread = f"{statistics.median(per_cycle):.2f} ({min(per_cycle):.2f}-{max(per_cycle):.2f})"
             p50, p99 = (percentile(got["ttft"], q) * 1000 for q in (0.5, 0.99))
@@ -245,6 +283,13 @@ def main() -> None:
         action="store_true",
         help="the mixed slices on the base model too: what the ratios read when nothing differs",
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="runs of each engine (a fresh worker each, the engines taking turns): the table pools them, "
+        "and each mixed load's per-run ratios get a mean and a 95%% confidence interval",
+    )
     parser.add_argument("--worker", choices=tuple(ENGINE_SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -269,28 +314,35 @@ def main() -> None:
     base = settings.demo_base_path
     if not args.natural_eos:
         base = without_eos(base, args.var_dir / "demo-base-without-eos")
-    results = [run_worker(engine, args, base, adapter) for engine in args.engines.split(",")]
+    engines = args.engines.split(",")
+    runs: dict[str, list[dict]] = {engine: [] for engine in engines}
+    for _ in range(args.runs):
+        for engine in engines:
+            runs[engine].append(run_worker(engine, args, base, adapter))
+    results = [merged(runs[engine]) for engine in engines]
     length = "answers may end early" if args.natural_eos else "every answer runs to it"
     print(
-        f"\ndemo model, fp32, concurrency {args.concurrency}, {args.cycles} cycles x 2 x {args.requests} "
-        "requests per load, "
+        f"\ndemo model, fp32, concurrency {args.concurrency}, {args.runs} run(s) x {args.cycles} cycles "
+        f"x 2 x {args.requests} requests per load, "
         f"max_tokens {args.max_tokens} ({length}), greedy"
         + (", control: the mixed slices on the base model too" if args.control else "")
     )
     for result in results:
         started, load = result["start_s"], result["load_before"]
-        print(f"  {result['engine']}: started in {started:.1f} s, load average before {load:.2f}")
+        print(f"  {result['engine']}: started in {started:.1f} s, load average before {load:.2f} (first run)")
     print(table(results))
     for result in results:
         loads = result["loads"]
-        base_rate = loads["all-base"]["tokens"] / loads["all-base"]["seconds"]
         mixed = [n for n in SHARES if n != "all-base"]
-        worst = min(loads[n]["tokens"] / loads[n]["seconds"] for n in mixed) / base_rate
+        worst = min(pooled_ratio(loads, n) for n in mixed)
         worst_median = min(statistics.median(cycle_ratios(loads, n)) for n in mixed)
         print(
             f"  {result['engine']}: lowest mixed / all-base {worst:.2f} over all cycles, "
             f"{worst_median:.2f} as the median cycle (goal for hf >= 0.95)"
         )
+        if args.runs > 1:
+            for name in mixed:
+                print(f"    {name} per run: {run_spread(runs[result['engine']], name)}")
 
 
 if __name__ == "__main__":
