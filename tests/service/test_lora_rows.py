@@ -109,6 +109,22 @@ def test_one_adapter_then_two_then_one_again_match_peft(bias: bool, tokens: int,
     assert torch.allclose(all_wide, expected_wide, atol=1e-5)
 
 
+def test_turning_the_loop_off_and_on_replans_the_rows_in_use(model: PeftModel) -> None:
+    """`compiled` set on an attached `LoraRows` changes the plans of the rows already set (what
+    `bench/lora_step.py` relies on to time both paths in one run)."""
+    rows = LoraRows.of(model)
+    rows.attach()
+    try:
+        rows.set_rows([("wide", 2, 5)])
+        assert {plan.loop for plan in rows._plans} == {row_delta.compiled()}
+        rows.compiled = False
+        assert {plan.loop for plan in rows._plans} == {None}
+        rows.compiled = True
+        assert {plan.loop for plan in rows._plans} == {row_delta.compiled()}
+    finally:
+        rows.detach()
+
+
 def test_the_base_weights_are_joined_once_and_not_copied(model: PeftModel) -> None:
     """Each group's base weights become rows of one joint weight; a `LoraRows` built later (after an
     adapter load) reuses it instead of copying the base model again."""
