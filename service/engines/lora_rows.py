@@ -205,7 +205,7 @@ class LoraRows:
         self._compiled = value
         self._plans_by_names.clear()
         if self._attached:
-            self._plans = self._plans_for(tuple(dict.fromkeys(name for name, _, _ in self._rows_key)))
+            self._plans = self._plans_for(_adapter_names(self._rows_key))
 
     @property
     def supported(self) -> bool:
@@ -253,7 +253,7 @@ class LoraRows:
             return
         self._rows_key = key
         self._outputs = [None] * len(self._group_indices)
-        names = tuple(dict.fromkeys(name for name, _, _ in slices))
+        names = _adapter_names(slices)
         if names:
             self._fill_rooms(names)
             self._first_row = min(start for _, start, _ in slices)
@@ -400,7 +400,7 @@ class LoraRows:
             tokens = product.numel() // columns - first
             mask = self._masks[group] if self._masks else None
             if plan.loop is not None and plan.blocks is not None and tokens <= row_delta.MAX_ROWS:
-                plan.loop(product, first, per_row, plan.outputs, plan.width, plan.blocks, mask)
+                plan.loop(product, first, per_row, plan.blocks, mask)
             else:
                 start = first * columns
                 low_rank = product.as_strided((tokens, plan.width), (columns, 1), start + plan.outputs)
@@ -411,6 +411,11 @@ class LoraRows:
         if len(plan.sizes) == 1:
             return (product,)
         return product.split_with_sizes(plan.sizes, -1)
+
+
+def _adapter_names(slices: Seq[tuple[str, int, int]]) -> tuple[str, ...]:
+    """The adapters of a batch's row slices, each once, in order of first appearance."""
+    return tuple(dict.fromkeys(name for name, _, _ in slices))
 
 
 def _input_groups(named_layers: list[tuple[str, Any]]) -> list[list[int]]:

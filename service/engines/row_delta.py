@@ -45,10 +45,13 @@ decode step's adapter rows), beyond it (prefill) torch's blocked, threaded GEMM 
 class Blocks:
     """A group's block-diagonal B for the loop: each member's scaled B (`[ranks, outs]`, ranks one
     after another, outputs one after another) flat in `b`, and `layout` `[members, 4]`: each
-    member's (rank start, ranks, output start, outputs)."""
+    member's (rank start, ranks, output start, outputs); `width` rank columns and `outputs` output
+    columns in all."""
 
     b: torch.Tensor
     layout: torch.Tensor
+    width: int
+    outputs: int
 
     @classmethod
     def of(cls, parts: list[torch.Tensor]) -> Blocks:
@@ -58,10 +61,10 @@ class Blocks:
             places.append((rows, part.shape[0], columns, part.shape[1]))
             rows, columns = rows + part.shape[0], columns + part.shape[1]
         flat = torch.cat([part.contiguous().flatten() for part in parts])
-        return cls(flat, torch.tensor(places, dtype=torch.int64))
+        return cls(flat, torch.tensor(places, dtype=torch.int64), rows, columns)
 
 
-RowDelta = Callable[[torch.Tensor, int, int, int, int, Blocks, torch.Tensor | None], None]
+RowDelta = Callable[[torch.Tensor, int, int, Blocks, torch.Tensor | None], None]
 
 
 def _build(compiler: list[str]) -> Any:
@@ -76,12 +79,12 @@ def _build(compiler: list[str]) -> Any:
 
 @functools.cache
 def compiled() -> RowDelta | None:
-    """The compiled loop as `add(product, first_row, per_mask_row, outputs, width, blocks, mask)`, or
-    None (logged) when this host cannot compile it. `product` is a contiguous float32 CPU tensor whose
-    rows from `first_row` on (at most `MAX_ROWS` of them) get their rank columns
-    `product[:, outputs:outputs + width]` (times `mask`'s row for every `per_mask_row` rows) times
-    the block-diagonal B of `blocks` added to their first `outputs` columns; `blocks` and `mask`
-    likewise float32 (`mask` contiguous `[rows / per_mask_row, width]`)."""
+    """The compiled loop as `add(product, first_row, per_mask_row, blocks, mask)`, or None (logged)
+    when this host cannot compile it. `product` is a contiguous float32 CPU tensor whose rows from
+    `first_row` on (at most `MAX_ROWS` of them) get their rank columns
+    `product[:, blocks.outputs:blocks.outputs + blocks.width]` (times `mask`'s row for every
+    `per_mask_row` rows) times the block-diagonal B of `blocks` added to their first `blocks.outputs`
+    columns; `blocks` and `mask` likewise float32 (`mask` contiguous `[rows / per_mask_row, width]`)."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
     try:
         function = _build(compiler)
@@ -104,8 +107,6 @@ def compiled() -> RowDelta | None:
         product: torch.Tensor,
         first_row: int,
         per_mask_row: int,
-        outputs: int,
-        width: int,
         blocks: Blocks,
         mask: torch.Tensor | None,
     ) -> None:
@@ -117,8 +118,8 @@ def compiled() -> RowDelta | None:
             columns,
             rows,
             per_mask_row,
-            outputs,
-            width,
+            blocks.outputs,
+            blocks.width,
             blocks.b.data_ptr(),
             blocks.layout.data_ptr(),
             blocks.layout.shape[0],

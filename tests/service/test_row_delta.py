@@ -53,7 +53,9 @@ def test_the_loop_adds_what_addmm_adds_and_touches_nothing_else(
         mask[::2, : width // 2] = 1  # even sequences on the first adapter, odd on the second
         mask[1::2, width // 2 :] = 1
     expected = torch_delta(product, first, per_mask_row, parts, mask)
-    loop(product, first, per_mask_row, outputs, width, row_delta.Blocks.of(parts), mask)
+    blocks = row_delta.Blocks.of(parts)
+    assert (blocks.outputs, blocks.width) == (outputs, width)
+    loop(product, first, per_mask_row, blocks, mask)
     assert torch.allclose(product, expected, atol=1e-4)
     assert torch.equal(product[:, outputs:], expected[:, outputs:]), "rank and other columns stay"
     assert torch.equal(product[:first], expected[:first]), "base rows stay"
