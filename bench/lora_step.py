@@ -1,6 +1,6 @@
 """One decode step through the hf engine's `LoraRows`, all-base against mixed batches: the mixed /
 all-base ratio as the forward pass alone allows it, with the adapter rows' deltas added by torch's
-`addmm_` and by `row_delta`'s compiled loop side by side.
+`addmm_` and by `row_delta`'s compiled kernel side by side.
 
 `bench/engines.py` measures the same ratio through the engine (scheduling, sampling, streaming
 included), where a shared machine's bursts move whole slices of the run. Here the loads take turns
@@ -38,7 +38,7 @@ LOADS: dict[str, list[tuple[str, int, int]]] = {
 
 
 RUNS = [("all-base", False)] + [(name, compiled) for name in list(LOADS)[1:] for compiled in (False, True)]
-"""Every load with each delta path (compiled loop or not); all-base has no delta."""
+"""Every load with each delta path (compiled kernel or not); all-base has no delta."""
 
 
 def round_steps_ms(model: Any, rounds: int, steps: int) -> dict[tuple[str, bool], list[float]]:
@@ -86,7 +86,7 @@ def main() -> None:
     random.seed(0)
     print(
         "| hidden | all-base ms | "
-        + " | ".join(f"{name}, {'loop' if compiled else 'addmm_'}: ms (ratio)" for name, compiled in RUNS[1:])
+        + " | ".join(f"{name}, {'kernel' if on else 'addmm_'}: ms (ratio)" for name, on in RUNS[1:])
         + " |"
     )
     print("|---" * (1 + len(RUNS)) + "|")

@@ -14,8 +14,9 @@ batch's adapters:
 rank columns of row i's adapter (left out when the batch has one adapter). That is the same sum as
 `B_a(A_a(x)) * scaling_a` per row, in two calls per group where separate layers take two to three
 operations per layer: on a small model a step's time is mostly the number of operations, not
-arithmetic. The second call, for a decode step's few adapter rows, is `row_delta`'s compiled loop
-(float32 on the CPU), else torch's `addmm_` on strided views of the product.
+arithmetic. A decode step's few adapter rows (float32 on the CPU) go further: the GEMM keeps the
+base weights' width, and `row_delta`'s compiled kernel computes those rows' rank columns and delta
+in one call.
 The members' own base weights become views of that weight's rows, so the base model is not held
 twice; the rows below them are room for the A matrices, grown when a batch needs more. Each member
 returns its columns of the group's output. All-base batches run the same GEMM without the room.
@@ -128,11 +129,11 @@ def _views_of(
 class _Stacks:
     """One adapter combination's stacked weights per group: its members' A matrices one under the
     other (`[members * R, in]`) and their scaled B matrices block-diagonal (`[members * R, outputs]`),
-    also as the blocks alone for `row_delta`'s loop."""
+    also as `row_delta`'s kernel reads them (float32 on the CPU only, else None)."""
 
     group_a: list[torch.Tensor]
     group_b: list[torch.Tensor]
-    group_blocks: list[row_delta.Blocks]
+    group_adapters: list[row_delta.Adapters | None]
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ class _Plan:
     """How a group computes its product for one adapter combination: the weight and bias rows to
     multiply by (the base weights, and the A matrices when there are adapters), then, when `width`
     rank columns came out, each adapter row's delta (`B`); `sizes` splits the product into the
-    members' columns (and the rank columns)."""
+    members' columns (and the rank columns). With a `kernel`, a decode step's few adapter rows take
+    the `base` plan's GEMM instead, and the kernel adds their delta from `x` and `adapters`."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
@@ -148,8 +150,9 @@ class _Plan:
     width: int
     b: torch.Tensor | None
     sizes: list[int]
-    blocks: row_delta.Blocks | None = None  # `b`'s diagonal blocks, for `loop`
-    loop: row_delta.RowDelta | None = None  # adds small deltas in one call; None: torch's addmm_
+    base: _Plan | None = None
+    adapters: row_delta.Adapters | None = None
+    kernel: row_delta.Kernel | None = None
 
 
 class LoraRows:
@@ -158,7 +161,8 @@ class LoraRows:
     def __init__(self, named_layers: list[tuple[str, Any]], *, compiled: bool = True) -> None:
         """`named_layers`: the model's PEFT LoRA layers with their module names, in module order
         (empty before the first adapter is loaded; see `of`). `compiled`: add a decode step's float32
-        CPU deltas with `row_delta`'s compiled loop where the host can build it (False: always torch)."""
+        CPU deltas with `row_delta`'s compiled kernel where the host can build it (False: always
+        torch)."""
         layers = [layer for _, layer in named_layers]
         self._layers = layers
         self._compiled = compiled
@@ -193,7 +197,7 @@ class LoraRows:
 
     @property
     def compiled(self) -> bool:
-        """Whether a decode step's float32 CPU deltas go to `row_delta`'s compiled loop (where the
+        """Whether a decode step's float32 CPU deltas go to `row_delta`'s compiled kernel (where the
         host builds it) rather than torch's `addmm_`. Settable: `bench/lora_step.py` times both in
         one run."""
         return self._compiled
@@ -277,6 +281,9 @@ class LoraRows:
             plans = [self._base_plan(group) for group in self._groups]
             if names:
                 stacks = self._stacked(names)
+                parts = zip(
+                    self._groups, plans, stacks.group_a, stacks.group_b, stacks.group_adapters, strict=True
+                )
                 plans = [
                     _Plan(
                         weight=group.weight[: group.outputs + a.shape[0]],
@@ -285,22 +292,14 @@ class LoraRows:
                         width=a.shape[0],
                         b=b,
                         sizes=[*plan.sizes, a.shape[0]],
-                        blocks=blocks,
-                        loop=self._loop_for(b),
+                        base=plan,
+                        adapters=adapters,
+                        kernel=row_delta.compiled() if self._compiled and adapters is not None else None,
                     )
-                    for group, plan, a, b, blocks in zip(
-                        self._groups, plans, stacks.group_a, stacks.group_b, stacks.group_blocks, strict=True
-                    )
+                    for group, plan, a, b, adapters in parts
                 ]
             self._plans_by_names[names] = plans
         return plans
-
-    def _loop_for(self, b: torch.Tensor) -> row_delta.RowDelta | None:
-        """The compiled loop for deltas with this B, when allowed and it can take them (float32 on
-        the CPU)."""
-        if not self._compiled or b.dtype != torch.float32 or b.device.type != "cpu":
-            return None
-        return row_delta.compiled()
 
     @staticmethod
     def _base_plan(group: _Group) -> _Plan:
@@ -345,13 +344,15 @@ class LoraRows:
             if len(self._stacks) >= _MAX_STACKS:
                 self._stacks.clear()
             per_layer = [self._stack_layer(layer, names) for layer in self._layers]
+            group_a = [torch.cat([per_layer[i][0] for i in group]) for group in self._group_indices]
+            group_b = [torch.block_diag(*[per_layer[i][1] for i in group]) for group in self._group_indices]
+            kernel_reads = group_a[0].dtype == torch.float32 and group_a[0].device.type == "cpu"
             self._stacks[names] = _Stacks(
-                group_a=[torch.cat([per_layer[i][0] for i in group]) for group in self._group_indices],
-                group_b=[
-                    torch.block_diag(*[per_layer[i][1] for i in group]) for group in self._group_indices
-                ],
-                group_blocks=[
-                    row_delta.Blocks.of([per_layer[i][1] for i in group]) for group in self._group_indices
+                group_a=group_a,
+                group_b=group_b,
+                group_adapters=[
+                    row_delta.Adapters.of(a, [per_layer[i][1] for i in group]) if kernel_reads else None
+                    for a, group in zip(group_a, self._group_indices, strict=True)
                 ],
             )
         return self._stacks[names]
@@ -386,31 +387,39 @@ class LoraRows:
         return kept[1][position]
 
     def _product(self, group: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The group's product for `x` (base outputs, then rank columns), each adapter row's delta
-        added to its base outputs; split into the members' columns. A decode step's few adapter rows
-        go to the compiled loop in one call; more rows, or without the loop, strided views of the
-        fresh product address them for torch's `addmm_` (each view is an operation, and operations
-        are what a small model's step costs)."""
+        """The group's product for `x`, each adapter row's delta added to its base outputs, split into
+        the members' columns. A decode step's few adapter rows go to the compiled kernel, after the
+        base GEMM; otherwise the GEMM computes every row's rank columns too, and strided views of the
+        fresh product address the adapter rows' for torch's `addmm_` (each view is an operation, and
+        operations are what a small model's step costs)."""
         plan = self._plans[group]
+        rows = x.numel() // x.shape[-1]
+        per_row = rows // x.shape[0]  # tokens of each sequence
+        first = self._first_row * per_row
+        mask = self._masks[group] if self._masks else None
+        if plan.kernel is not None and rows - first <= row_delta.MAX_ROWS and x.is_contiguous():
+            base, adapters = plan.base, plan.adapters
+            assert base is not None and adapters is not None
+            product = F.linear(x, base.weight, base.bias)
+            plan.kernel(x, product, first, per_row, adapters, mask)
+            return _split(product, base.sizes)
         product = F.linear(x, plan.weight, plan.bias)
         if plan.b is not None:
             columns = product.shape[-1]
-            per_row = product.numel() // (columns * product.shape[0])  # tokens of each sequence
-            first = self._first_row * per_row
-            tokens = product.numel() // columns - first
-            mask = self._masks[group] if self._masks else None
-            if plan.loop is not None and plan.blocks is not None and tokens <= row_delta.MAX_ROWS:
-                plan.loop(product, first, per_row, plan.blocks, mask)
-            else:
-                start = first * columns
-                low_rank = product.as_strided((tokens, plan.width), (columns, 1), start + plan.outputs)
-                if mask is not None:
-                    low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(tokens, -1)
-                delta_rows = product.as_strided((tokens, plan.outputs), (columns, 1), start)
-                delta_rows.addmm_(low_rank, plan.b)
-        if len(plan.sizes) == 1:
-            return (product,)
-        return product.split_with_sizes(plan.sizes, -1)
+            start = first * columns
+            low_rank = product.as_strided((rows - first, plan.width), (columns, 1), start + plan.outputs)
+            if mask is not None:
+                low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(rows - first, -1)
+            delta_rows = product.as_strided((rows - first, plan.outputs), (columns, 1), start)
+            delta_rows.addmm_(low_rank, plan.b)
+        return _split(product, plan.sizes)
+
+
+def _split(product: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    """The members' columns of a group's product (and its rank columns, when it has them)."""
+    if len(sizes) == 1:
+        return (product,)
+    return product.split_with_sizes(sizes, -1)
 
 
 def _adapter_names(slices: Seq[tuple[str, int, int]]) -> tuple[str, ...]:

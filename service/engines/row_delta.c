@@ -1,27 +1,78 @@
 /*
- * The LoRA delta of a few rows of one product, added in place. `LoraRows` computes each row's
- * rank columns in the same GEMM as its base outputs: row i of `product` holds `outputs` base
- * columns, then `width` rank columns (then perhaps more columns, `columns` in all). The delta is
- * block-diagonal: member m of the group (q, k or v of a decode layer; o alone) owns rank columns
- * [rank_start, rank_start + ranks) and output columns [out_start, out_start + outs), and its B
- * block `[ranks, outs]` (scaled) is stored after the previous member's in `b`. For each row i and
- * member m:
+ * The LoRA delta of a decode step's few adapter rows, added in place to their base outputs: a
+ * CPython extension module, `_row_delta`, with one function.
  *
- *     out[i, out_start:+outs] += (low[i, rank_start:+ranks] * mask[i / per_mask_row]) @ B_m
+ *     add(x, product, first, rows, per_mask_row, mask, descriptor)
  *
- * `layout` holds (rank_start, ranks, out_start, outs) per member; `mask` (`[rows / per_mask_row,
- * width]`, or NULL) keeps only the rank columns of each row's adapter.
+ * `x` is `[rows, in]` (a group's input), `product` `[rows, outputs]` (its base outputs, from torch's
+ * GEMM); for each row i from `first` on, and each member m of the group (q, k and v of a decoder
+ * layer; o alone):
  *
- * Why a hand-written loop: for the 1-16 adapter rows of a decode step, torch's `addmm_` on strided
- * views costs three operator dispatches per group inside a step and multiplies the whole
- * block-diagonal B, zeros included (two thirds of q/k/v's); this loop is one foreign call that
- * reads only the blocks (bench/lora_step.py). Larger products (prefill) stay with torch's GEMM
- * (`service/engines/row_delta.py`). Four rank columns are accumulated per pass over a block, so each
- * output element is loaded and stored once per four multiply-adds; rank columns whose products are
- * all zero (another adapter's, masked out) are skipped.
+ *     product[i, out_start:+outs] += ((x[i] @ A_t)[rank_start:+ranks] * mask[(i - first) / per_mask_row]) @ B_m
+ *
+ * where `A_t` `[in, width]` holds every member's adapters' A matrices transposed, side by side,
+ * and `B_m` `[ranks, outs]` member m's scaled B (stored one after another). `mask` (`[.., width]`,
+ * or 0) keeps only the rank columns of each row's adapter when the batch has several. Every
+ * argument is an int: tensors by address, and `descriptor` the address of an int64 array that
+ * holds what does not change between steps (see `enum place`; `row_delta.py` builds it).
+ *
+ * Why hand-written: what a decode step's few adapter rows cost inside a small model's step is calls
+ * and memory, not arithmetic. torch's path computes the rank columns of every row in the group's
+ * GEMM (wider by the A rows) and adds the delta with `addmm_` over the whole block-diagonal B, zeros
+ * included (two thirds of q/k/v's), behind two strided views: three operator dispatches per group.
+ * Here the base GEMM keeps its width, the A product covers the adapter rows alone, only B's blocks
+ * are read, and the call is one METH_FASTCALL function taking plain ints (a `ctypes` call costs
+ * microseconds more inside a step). bench/lora_step.py times both paths side by side.
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
+enum place { IN, OUTPUTS, WIDTH, MEMBERS, A_T, B, LAYOUT }; /* LAYOUT: 4 per member, see below */
+
+enum { ROW_BLOCK = 4, LANES = 16 };
+
+/* low[j, c0:c0+LANES] = x_j @ a_t[:, c0:c0+LANES] for the ROW_BLOCK rows `xs` (a short block
+ * repeats its last row: the repeats are computed and not used), the sums kept in registers. */
+static void low_rank_lanes(const float *const xs[ROW_BLOCK], int64_t in, const float *a_t, int64_t width,
+                           int64_t c0, float acc[ROW_BLOCK][LANES]) {
+    memset(acc, 0, sizeof(float) * ROW_BLOCK * LANES);
+    for (int64_t k = 0; k < in; k++) {
+        const float *a = a_t + k * width + c0;
+        for (int j = 0; j < ROW_BLOCK; j++) {
+            const float s = xs[j][k];
+            for (int r = 0; r < LANES; r++)
+                acc[j][r] += s * a[r];
+        }
+    }
+}
+
+/* `low` `[n, width]`: the rank columns of the n (at most ROW_BLOCK) rows from `x`. */
+static void low_rank(const float *x, int64_t n, int64_t in, const float *a_t, int64_t width, float *low) {
+    const float *xs[ROW_BLOCK];
+    for (int j = 0; j < ROW_BLOCK; j++)
+        xs[j] = x + (j < n ? j : n - 1) * in;
+    int64_t c0 = 0;
+    for (; c0 + LANES <= width; c0 += LANES) {
+        float acc[ROW_BLOCK][LANES];
+        low_rank_lanes(xs, in, a_t, width, c0, acc);
+        for (int64_t j = 0; j < n; j++)
+            memcpy(low + j * width + c0, acc[j], sizeof(float) * LANES);
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t c = c0; c < width; c++) {
+            float sum = 0.0f;
+            for (int64_t k = 0; k < in; k++)
+                sum += xs[j][k] * a_t[k * width + c];
+            low[j * width + c] = sum;
+        }
+    }
+}
+
+/* out[:outs] += (low[:ranks] * row_mask[:ranks]) @ b (`[ranks, outs]`), four rank columns per pass
+ * over the block (each output loaded and stored once per four multiply-adds); rank columns whose
+ * products are all zero (another adapter's, masked out) are skipped. */
 static void add_block(float *restrict out, const float *low, const float *row_mask, int64_t ranks,
                       int64_t outs, const float *restrict b) {
     int64_t k = 0;
@@ -43,7 +94,7 @@ static void add_block(float *restrict out, const float *low, const float *row_ma
             out[j] += s0 * b0[j] + s1 * b1[j] + s2 * b2[j] + s3 * b3[j];
     }
     for (; k < ranks; k++) {
-        float s = row_mask ? low[k] * row_mask[k] : low[k];
+        const float s = row_mask ? low[k] * row_mask[k] : low[k];
         if (s == 0.0f)
             continue;
         const float *restrict bk = b + k * outs;
@@ -52,18 +103,53 @@ static void add_block(float *restrict out, const float *low, const float *row_ma
     }
 }
 
-void row_delta(float *product, int64_t columns, int64_t rows, int64_t per_mask_row, int64_t outputs,
-               int64_t width, const float *b, const int64_t *layout, int64_t members, const float *mask) {
-    for (int64_t i = 0; i < rows; i++) {
-        float *row = product + i * columns;
-        const float *low = row + outputs;
-        const float *row_mask = mask ? mask + (i / per_mask_row) * width : 0;
-        const float *block = b;
-        for (int64_t m = 0; m < members; m++) {
-            const int64_t *place = layout + 4 * m;  /* rank_start, ranks, out_start, outs */
-            add_block(row + place[2], low + place[0], row_mask ? row_mask + place[0] : 0, place[1],
-                      place[3], block);
-            block += place[1] * place[3];
+static void add_lora(const float *x, float *product, int64_t rows, int64_t per_mask_row, const float *mask,
+                     const int64_t *d) {
+    const int64_t in = d[IN], outputs = d[OUTPUTS], width = d[WIDTH], members = d[MEMBERS];
+    const float *a_t = (const float *)(intptr_t)d[A_T];
+    const float *b = (const float *)(intptr_t)d[B];
+    float low[ROW_BLOCK * width];
+    for (int64_t i0 = 0; i0 < rows; i0 += ROW_BLOCK) {
+        const int64_t n = rows - i0 < ROW_BLOCK ? rows - i0 : ROW_BLOCK;
+        low_rank(x + i0 * in, n, in, a_t, width, low);
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t i = i0 + j;
+            const float *row_mask = mask ? mask + (i / per_mask_row) * width : NULL;
+            const float *block = b;
+            for (int64_t m = 0; m < members; m++) {
+                const int64_t *layout = d + LAYOUT + 4 * m; /* rank start, ranks, output start, outputs */
+                add_block(product + i * outputs + layout[2], low + j * width + layout[0],
+                          row_mask ? row_mask + layout[0] : NULL, layout[1], layout[3], block);
+                block += layout[1] * layout[3];
+            }
         }
     }
 }
+
+static PyObject *add(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int64_t v[7];
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "add(x, product, first, rows, per_mask_row, mask, descriptor)");
+        return NULL;
+    }
+    for (int i = 0; i < 7; i++) {
+        v[i] = PyLong_AsLongLong(args[i]);
+        if (v[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    const int64_t *d = (const int64_t *)(intptr_t)v[6];
+    const int64_t first = v[2];
+    add_lora((const float *)(intptr_t)v[0] + first * d[IN], (float *)(intptr_t)v[1] + first * d[OUTPUTS],
+             v[3] - first, v[4], (const float *)(intptr_t)v[5], d);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"add", (PyCFunction)(void (*)(void))add, METH_FASTCALL, "A decode step's LoRA deltas (row_delta.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_row_delta", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__row_delta(void) { return PyModule_Create(&module); }

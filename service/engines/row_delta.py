@@ -1,30 +1,33 @@
-"""The LoRA delta of a decode step's few adapter rows, added by a small compiled loop (`row_delta.c`).
+"""The LoRA delta of a decode step's few adapter rows, added by a small compiled kernel (`row_delta.c`).
 
-`LoraRows` computes each adapter row's rank columns in the same GEMM as its base outputs, then adds
-`rank columns @ B` to the base outputs. For the handful of adapter rows of a decode step that last
-product is tiny, and what it costs is calls and memory: torch's path is two strided views and an
-`addmm_` over the whole block-diagonal B (zeros included), about 12 us per group inside a step; the
-loop is one foreign call over B's diagonal blocks alone, about 8 us. On the demo model that is 0.07
-ms of a 5 ms step with one adapter, more with two (`bench/lora_step.py` times both paths side by
-side; bench/RESULTS.md, Session 12).
+`LoraRows` computes a decode step's base outputs with torch's GEMM, then hands the adapter rows to
+this kernel: their rank columns (`x @ A^T`) and their delta (`rank columns @ B`, B's diagonal blocks
+alone) in one call. On torch's path the GEMM also computes the rank columns of every base row, and
+`addmm_` on two strided views adds the delta over the whole block-diagonal B; what that costs inside
+a small model's step is the calls and the bytes, not the arithmetic (bench/lora_step.py times both
+paths side by side; bench/RESULTS.md, Sessions 12 and 13).
 
-The loop is compiled by the host's C compiler (`$CC`, else `cc`) for the host's own CPU
-(`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs) the first time
-`compiled()` is called (the hf engine calls it while it loads the model), in a private temporary
-directory, then loaded with `ctypes`: about 0.1 s, once per process, and nothing to install or cache.
-Where no compiler is found (the slim `cpu-demo` image), or the temporary directory cannot take or run
-the library (read-only, `noexec`), `compiled()` says why in the log and returns None, and `LoraRows`
-keeps torch's `addmm_`, which computes the same sums.
+The kernel is a CPython extension module compiled by the host's C compiler (`$CC`, else `cc`) for the
+host's own CPU (`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs)
+against this Python's headers, the first time `compiled()` is called (the hf engine calls it while it
+loads the model), in a private temporary directory, then imported: about 0.3 s, once per process,
+nothing installed or cached. A METH_FASTCALL function taking plain ints: a `ctypes` call costs a few
+microseconds more per group inside a step. Where no compiler or no `Python.h` is found (the slim
+`cpu-demo` image has no compiler), or the temporary directory cannot take or load the module
+(read-only, `noexec`), `compiled()` says why in the log and returns None, and `LoraRows` keeps torch's
+path, which computes the same sums.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import shlex
 import subprocess
+import sysconfig
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,94 +39,102 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("row_delta.c")
+MODULE = "_row_delta"
 MAX_ROWS = 16
-"""Largest number of product rows (tokens) given to the loop: up to here it beats torch's GEMM (a
+"""Largest number of adapter rows (tokens) given to the kernel: up to here it beats torch's GEMM (a
 decode step's adapter rows), beyond it (prefill) torch's blocked, threaded GEMM is faster."""
 
 
 @dataclass(frozen=True)
-class Blocks:
-    """A group's block-diagonal B for the loop: each member's scaled B (`[ranks, outs]`, ranks one
-    after another, outputs one after another) flat in `b`, and `layout` `[members, 4]`: each
-    member's (rank start, ranks, output start, outputs); `width` rank columns and `outputs` output
-    columns in all."""
+class Adapters:
+    """A group's adapters as the kernel reads them: every member's A matrices transposed side by side
+    (`a_t`, `[in, width]`), each member's scaled B (`[ranks, outs]`) flat one after another in `b`,
+    and `descriptor`, the int64 array `row_delta.c` reads its sizes and addresses from (in, outputs,
+    width, members, the addresses of `a_t` and `b`, then each member's rank start, ranks, output
+    start and outputs); `address` is the descriptor's. The tensors live as long as this object."""
 
+    a_t: torch.Tensor
     b: torch.Tensor
-    layout: torch.Tensor
-    width: int
-    outputs: int
+    descriptor: torch.Tensor
+    address: int
+
+    @property
+    def width(self) -> int:
+        """Rank columns of all members and adapters together."""
+        return int(self.descriptor[2])
+
+    @property
+    def outputs(self) -> int:
+        """Output columns of all members together."""
+        return int(self.descriptor[1])
 
     @classmethod
-    def of(cls, parts: list[torch.Tensor]) -> Blocks:
-        """The blocks of members' `[ranks, outs]` B matrices, in member order."""
-        rows, columns, places = 0, 0, []
+    def of(cls, a: torch.Tensor, parts: list[torch.Tensor]) -> Adapters:
+        """The kernel's view of a group: `a` `[width, in]` (members' stacked A, one under the other)
+        and the members' `[ranks, outs]` B matrices, in member order, float32 on the CPU."""
+        a_t = a.t().contiguous()
+        places, rows, columns = [], 0, 0
         for part in parts:
-            places.append((rows, part.shape[0], columns, part.shape[1]))
+            places += [rows, part.shape[0], columns, part.shape[1]]
             rows, columns = rows + part.shape[0], columns + part.shape[1]
-        flat = torch.cat([part.contiguous().flatten() for part in parts])
-        return cls(flat, torch.tensor(places, dtype=torch.int64), rows, columns)
+        if rows != a.shape[0]:
+            raise ValueError(f"A has {a.shape[0]} rank rows, the B blocks {rows}")
+        b = torch.cat([part.contiguous().flatten() for part in parts])
+        header = [a.shape[1], columns, rows, len(parts), a_t.data_ptr(), b.data_ptr()]
+        descriptor = torch.tensor(header + places, dtype=torch.int64)
+        return cls(a_t, b, descriptor, descriptor.data_ptr())
 
 
-RowDelta = Callable[[torch.Tensor, int, int, Blocks, torch.Tensor | None], None]
+Kernel = Callable[[torch.Tensor, torch.Tensor, int, int, Adapters, torch.Tensor | None], None]
+"""`add(x, product, first_row, per_mask_row, adapters, mask)`: see `compiled`."""
 
 
 def _build(compiler: list[str]) -> Any:
-    """`row_delta` of `row_delta.c` built by `compiler` in a private temporary folder and loaded (the
-    file may go with its folder once loaded)."""
+    """The `_row_delta` module of `row_delta.c`, built by `compiler` against this Python's headers in
+    a private temporary folder and imported (the file may go with its folder once loaded)."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     with tempfile.TemporaryDirectory(prefix="zantara-row-delta-") as folder:
-        library = Path(folder) / "row_delta.so"
-        command = [*compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(library), str(SOURCE)]
+        library = Path(folder) / f"{MODULE}{suffix}"
+        command = [*compiler, "-O3", "-march=native", "-shared", "-fPIC"]
+        command += [f"-I{sysconfig.get_paths()['include']}", "-o", str(library), str(SOURCE)]
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
-        return ctypes.CDLL(str(library)).row_delta
+        spec = importlib.util.spec_from_file_location(MODULE, library)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {library}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
 
 
 @functools.cache
-def compiled() -> RowDelta | None:
-    """The compiled loop as `add(product, first_row, per_mask_row, blocks, mask)`, or None (logged)
-    when this host cannot compile it. `product` is a contiguous float32 CPU tensor whose rows from
-    `first_row` on (at most `MAX_ROWS` of them) get their rank columns
-    `product[:, blocks.outputs:blocks.outputs + blocks.width]` (times `mask`'s row for every
-    `per_mask_row` rows) times the block-diagonal B of `blocks` added to their first `blocks.outputs`
-    columns; `blocks` and `mask` likewise float32 (`mask` contiguous `[rows / per_mask_row, width]`)."""
+def compiled() -> Kernel | None:
+    """The compiled kernel as `add(x, product, first_row, per_mask_row, adapters, mask)`, or None
+    (logged) when this host cannot build it. `x` (`[..., in]`) and `product` (`[..., outputs]`, its
+    base outputs) are contiguous float32 CPU tensors of the same rows; each row from `first_row` on
+    (at most `MAX_ROWS` of them) gets `(x @ adapters.a_t) * mask[(row - first_row) // per_mask_row]`
+    times the block-diagonal B of `adapters` added to it; `mask` contiguous `[.., width]` float32,
+    or None when the batch has one adapter."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
     try:
-        function = _build(compiler)
-    except (OSError, subprocess.SubprocessError) as error:  # no compiler, no temp dir, a noexec /tmp
+        module = _build(compiler)
+    except (OSError, ImportError, subprocess.SubprocessError) as error:  # no compiler, no headers, no dir
         detail = getattr(error, "stderr", None) or error
-        log.warning("LoRA row delta: torch's addmm_, no compiled loop (%s): %s", shlex.join(compiler), detail)
+        command = shlex.join(compiler)
+        log.warning("LoRA row delta: torch's addmm_, no compiled kernel (%s): %s", command, detail)
         return None
-    function.restype = None
-    function.argtypes = [
-        ctypes.c_void_p,
-        *[ctypes.c_int64] * 5,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-    ]
-    log.info("LoRA row delta: compiled loop loaded (%s)", compiler[0])
+    log.info("LoRA row delta: compiled kernel loaded (%s)", compiler[0])
+    function = module.add
 
     def add(
+        x: torch.Tensor,
         product: torch.Tensor,
         first_row: int,
         per_mask_row: int,
-        blocks: Blocks,
+        adapters: Adapters,
         mask: torch.Tensor | None,
     ) -> None:
-        columns = product.shape[-1]
-        rows = product.numel() // columns - first_row
-        start = product.data_ptr() + first_row * columns * product.element_size()
-        function(
-            start,
-            columns,
-            rows,
-            per_mask_row,
-            blocks.outputs,
-            blocks.width,
-            blocks.b.data_ptr(),
-            blocks.layout.data_ptr(),
-            blocks.layout.shape[0],
-            mask.data_ptr() if mask is not None else None,
-        )
+        rows = x.numel() // x.shape[-1]
+        masked = mask.data_ptr() if mask is not None else 0
+        function(x.data_ptr(), product.data_ptr(), first_row, rows, per_mask_row, masked, adapters.address)
 
     return add

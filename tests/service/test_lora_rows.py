@@ -42,10 +42,10 @@ def model() -> PeftModel:
 
 
 # (tokens per row, compiled): 7 tokens put more than `row_delta.MAX_ROWS` adapter tokens in a product,
-# which go to torch's addmm_; 2 tokens (a decode step's few rows) go to the compiled loop, or to torch
+# which go to torch's addmm_; 2 tokens (a decode step's few rows) go to the compiled kernel, or to torch
 # when it is not allowed.
 PATHS = [(7, True), (2, True), (2, False)]
-PATH_IDS = ["long-rows-torch", "short-rows-compiled-loop", "short-rows-torch"]
+PATH_IDS = ["long-rows-torch", "short-rows-compiled-kernel", "short-rows-torch"]
 
 
 @pytest.mark.parametrize(("tokens", "compiled"), PATHS, ids=PATH_IDS)
@@ -64,14 +64,14 @@ def test_stacked_deltas_on_grouped_rows_match_peft_adapter_names(
             rows.attach()
             rows.set_rows([("wide", 2, 5), ("narrow", 5, 6)])
             mixed = model(input_ids=ids).logits
-            loops = {plan.loop for plan in rows._plans}
+            kernels = {plan.kernel for plan in rows._plans}
             rows.set_rows([])
             all_base = model(input_ids=ids).logits
             rows.detach()
             detached = model(input_ids=ids).logits
         finally:
             tuner.enable_adapter_layers()
-    assert loops == ({row_delta.compiled()} if compiled else {None})
+    assert kernels == ({row_delta.compiled()} if compiled else {None})
     assert torch.allclose(mixed, expected, atol=1e-5)
     assert not torch.allclose(mixed[2:], base[2:], atol=1e-3), "the adapters must change their rows"
     assert torch.equal(mixed[:2], base[:2])
@@ -109,7 +109,7 @@ def test_one_adapter_then_two_then_one_again_match_peft(bias: bool, tokens: int,
     assert torch.allclose(all_wide, expected_wide, atol=1e-5)
 
 
-def test_turning_the_loop_off_and_on_replans_the_rows_in_use(model: PeftModel) -> None:
+def test_turning_the_kernel_off_and_on_replans_the_rows_in_use(model: PeftModel) -> None:
     """`compiled` set on an attached `LoraRows` changes the plans of the rows already set (what
     `bench/lora_step.py` relies on to time both paths in one run)."""
     rows = LoraRows.of(model)
@@ -117,11 +117,11 @@ def test_turning_the_loop_off_and_on_replans_the_rows_in_use(model: PeftModel) -
     try:
         with torch.inference_mode():  # as the engine runs: the joint weights are inference tensors
             rows.set_rows([("wide", 2, 5)])
-            assert {plan.loop for plan in rows._plans} == {row_delta.compiled()}
+            assert {plan.kernel for plan in rows._plans} == {row_delta.compiled()}
             rows.compiled = False
-            assert {plan.loop for plan in rows._plans} == {None}
+            assert {plan.kernel for plan in rows._plans} == {None}
             rows.compiled = True
-            assert {plan.loop for plan in rows._plans} == {row_delta.compiled()}
+            assert {plan.kernel for plan in rows._plans} == {row_delta.compiled()}
     finally:
         rows.detach()
 
