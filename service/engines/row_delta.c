@@ -31,7 +31,9 @@
 
 enum place { IN, OUTPUTS, WIDTH, MEMBERS, A_T, B, LAYOUT }; /* LAYOUT: 4 per member, see below */
 
-enum { ROW_BLOCK = 4, LANES = 16 };
+/* Two rows per pass over A_t (measured faster than 1, 3, 4 or 8 in a decode step: bench/RESULTS.md,
+ * Session 13), sixteen rank columns of each in registers. */
+enum { ROW_BLOCK = 2, LANES = 16 };
 
 /* low[j, c0:c0+LANES] = x_j @ a_t[:, c0:c0+LANES] for the ROW_BLOCK rows `xs` (a short block
  * repeats its last row: the repeats are computed and not used), the sums kept in registers. */

@@ -34,7 +34,7 @@ def torch_delta(
     [
         (16, 13, 1, 192, [192, 96, 96], 16, False),  # q/k/v of a decode step at 20% on one adapter
         (16, 0, 1, 192, [512, 512], 32, False),  # gate/up, a batch all on two adapters' rows
-        (16, 10, 1, 512, [192], 16, False),  # down: six rows, a block of four and one of two
+        (16, 10, 1, 512, [192], 16, False),  # down: six rows, an even number
         (12, 4, 2, 70, [70], 6, True),  # two tokens per sequence, a rank not a multiple of 4, two adapters
         (9, 0, 1, 33, [40, 24], 20, True),  # widths that are not multiples of the kernel's 16 lanes
         (5, 5, 1, 8, [8], 4, False),  # no adapter row at all
