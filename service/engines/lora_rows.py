@@ -393,6 +393,8 @@ class LoraRows:
         fresh product address the adapter rows' for torch's `addmm_` (each view is an operation, and
         operations are what a small model's step costs)."""
         plan = self._plans[group]
+        if plan.b is None:
+            return _split(F.linear(x, plan.weight, plan.bias), plan.sizes)
         rows = x.numel() // x.shape[-1]
         per_row = rows // x.shape[0]  # tokens of each sequence
         first = self._first_row * per_row
@@ -404,14 +406,13 @@ class LoraRows:
             plan.kernel(x, product, first, per_row, adapters, mask)
             return _split(product, base.sizes)
         product = F.linear(x, plan.weight, plan.bias)
-        if plan.b is not None:
-            columns = product.shape[-1]
-            start = first * columns
-            low_rank = product.as_strided((rows - first, plan.width), (columns, 1), start + plan.outputs)
-            if mask is not None:
-                low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(rows - first, -1)
-            delta_rows = product.as_strided((rows - first, plan.outputs), (columns, 1), start)
-            delta_rows.addmm_(low_rank, plan.b)
+        columns = product.shape[-1]
+        start = first * columns
+        low_rank = product.as_strided((rows - first, plan.width), (columns, 1), start + plan.outputs)
+        if mask is not None:
+            low_rank = (low_rank.view(mask.shape[0], -1, plan.width) * mask).view(rows - first, -1)
+        delta_rows = product.as_strided((rows - first, plan.outputs), (columns, 1), start)
+        delta_rows.addmm_(low_rank, plan.b)
         return _split(product, plan.sizes)
 
 
