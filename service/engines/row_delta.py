@@ -10,7 +10,7 @@ paths side by side; bench/RESULTS.md, Sessions 12 and 13).
 The kernel is a CPython extension module compiled by the host's C compiler (`$CC`, else `cc`) for the
 host's own CPU (`-march=native`, so the same source vectorises for AVX-512 or AVX2 wherever it runs)
 against this Python's headers, the first time `compiled()` is called (the hf engine calls it while it
-loads the model), in a private temporary directory, then imported: about 0.3 s, once per process,
+loads the model), in a private temporary directory, then imported: about 0.4 s, once per process,
 nothing installed or cached. A METH_FASTCALL function taking plain ints: a `ctypes` call costs a few
 microseconds more per group inside a step. Where no compiler or no `Python.h` is found (the slim
 `cpu-demo` image has no compiler), or the temporary directory cannot take or load the module
