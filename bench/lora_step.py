@@ -8,12 +8,12 @@ every few steps in one process, in a new random order every round, and the ratio
 median over rounds of each round's own ratio (the milliseconds are medians too): a burst of someone
 else's work moves one round's ratio, not the median. A second table gives the LoRA groups' products
 alone (timed around each `LoraRows` product inside the step): what a mixed step adds to them over
-all-base, the median of the rounds' own differences, where the step's other work adds no noise. For
-Llama models of a few sizes (random
-weights, 4 layers; the demo model is the first) with two random adapters of the demo adapter's shape
-(r=16 on all seven projections), on 1 torch thread, batch 16 over a 120-token KV cache: all rows
-base, 3 rows on one adapter (about 20%), 8 rows on one adapter (50%), and 4 + 4 rows on two
-adapters. Run: `python bench/lora_step.py` (about two minutes).
+all-base, the median of the rounds' own differences, where the step's other work adds no noise.
+
+For Llama models of a few sizes (random weights, 4 layers; the demo model is the first) with two
+random adapters of the demo adapter's shape (r=16 on all seven projections), on 1 torch thread,
+batch 16 over a 120-token KV cache: all rows base, 3 rows on one adapter (about 20%), 8 rows on one
+adapter (50%), and 4 + 4 rows on two adapters. Run: `python bench/lora_step.py` (about a minute).
 """
 
 from __future__ import annotations
@@ -94,6 +94,12 @@ def round_steps_ms(model: Any, rounds: int, steps: int) -> tuple[Times, Times]:
     return times, products
 
 
+def table_head(unit: str) -> list[str]:
+    """A Markdown table's header and rule: all-base, then every mixed run's ms and `unit`."""
+    runs = " | ".join(f"{name}, {'kernel' if on else 'addmm_'}: ms ({unit})" for name, on in RUNS[1:])
+    return [f"| hidden | all-base ms | {runs} |", "|---" * (1 + len(RUNS)) + "|"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,11 +110,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     random.seed(0)
-    header = "| ".join(f"{name}, {'kernel' if on else 'addmm_'}: ms ({{}}) " for name, on in RUNS[1:])
-    steps_table = [f"| hidden | all-base ms | {header.format(*['ratio'] * len(RUNS[1:]))}|"]
-    products_table = [f"| hidden | all-base ms | {header.format(*['+ms'] * len(RUNS[1:]))}|"]
-    for table in (steps_table, products_table):
-        table.append("|---" * (1 + len(RUNS)) + "|")
+    steps_table, products_table = table_head("ratio"), table_head("+ms")
     for hidden, intermediate in SIZES:
         model = two_adapter_model(hidden, intermediate)
         model.base_model.disable_adapter_layers()

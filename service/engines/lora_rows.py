@@ -403,7 +403,7 @@ class LoraRows:
             base, adapters = plan.base, plan.adapters
             assert base is not None and adapters is not None
             product = F.linear(x, base.weight, base.bias)
-            plan.kernel(x, product, first, per_row, adapters, mask)
+            plan.kernel(x, product, rows, first, per_row, adapters, mask)
             return _split(product, base.sizes)
         product = F.linear(x, plan.weight, plan.bias)
         columns = product.shape[-1]

@@ -85,8 +85,8 @@ class Adapters:
         return cls(a_t, b, descriptor, descriptor.data_ptr())
 
 
-Kernel = Callable[[torch.Tensor, torch.Tensor, int, int, Adapters, torch.Tensor | None], None]
-"""`add(x, product, first_row, per_mask_row, adapters, mask)`: see `compiled`."""
+Kernel = Callable[[torch.Tensor, torch.Tensor, int, int, int, Adapters, torch.Tensor | None], None]
+"""`add(x, product, rows, first_row, per_mask_row, adapters, mask)`: see `compiled`."""
 
 
 def _build(compiler: list[str]) -> Any:
@@ -108,9 +108,9 @@ def _build(compiler: list[str]) -> Any:
 
 @functools.cache
 def compiled() -> Kernel | None:
-    """The compiled kernel as `add(x, product, first_row, per_mask_row, adapters, mask)`, or None
-    (logged) when this host cannot build it. `x` (`[..., in]`) and `product` (`[..., outputs]`, its
-    base outputs) are contiguous float32 CPU tensors of the same rows; each row from `first_row` on
+    """The compiled kernel as `add(x, product, rows, first_row, per_mask_row, adapters, mask)`, or
+    None (logged) when this host cannot build it. `x` (`[..., in]`) and `product` (`[..., outputs]`,
+    its base outputs) are contiguous float32 CPU tensors of the same `rows`; each row from `first_row` on
     (at most `MAX_ROWS` of them) gets `(x @ adapters.a_t) * mask[(row - first_row) // per_mask_row]`
     times the block-diagonal B of `adapters` added to it; `mask` contiguous `[.., width]` float32,
     or None when the batch has one adapter."""
@@ -128,12 +128,12 @@ def compiled() -> Kernel | None:
     def add(
         x: torch.Tensor,
         product: torch.Tensor,
+        rows: int,
         first_row: int,
         per_mask_row: int,
         adapters: Adapters,
         mask: torch.Tensor | None,
     ) -> None:
-        rows = x.numel() // x.shape[-1]
         masked = mask.data_ptr() if mask is not None else 0
         function(x.data_ptr(), product.data_ptr(), first_row, rows, per_mask_row, masked, adapters.address)
 

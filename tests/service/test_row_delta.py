@@ -60,7 +60,7 @@ def test_the_kernel_adds_what_torch_adds_and_touches_nothing_else(
     expected = torch_delta(flat_x, before, first, per_mask_row, a, parts, mask)
     adapters = row_delta.Adapters.of(a, parts)
     assert (adapters.outputs, adapters.width) == (sum(outs), width)
-    kernel(x, product, first, per_mask_row, adapters, mask)
+    kernel(x, product, rows, first, per_mask_row, adapters, mask)
     assert torch.allclose(product.view(rows, -1), expected, atol=1e-3)
     assert torch.equal(product.view(rows, -1)[:first], before[:first]), "base rows stay"
     assert torch.equal(x.view(rows, inputs), flat_x), "the input stays"
